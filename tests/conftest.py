@@ -1,0 +1,25 @@
+"""Shared fixtures: the real data in ../shared/data (skipped where absent) and small helpers."""
+import os
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.environ.get("LPCACHE_SHARED_DATA", os.path.join(REPO, "..", "shared", "data"))
+DAVIS2016 = os.path.join(SHARED_DATA, "davis2016-val")
+OSVOS = os.path.join(SHARED_DATA, "osvos-davis2017")
+
+
+@pytest.fixture
+def davis_root():
+    """The 20 real DAVIS-2016 val sequences in DAVIS-2017 layout (../shared/data/davis2016-val)."""
+    if not os.path.isdir(DAVIS2016):
+        pytest.skip(f"real data not found at {DAVIS2016} (set LPCACHE_SHARED_DATA to the shared data folder)")
+    return DAVIS2016
+
+
+@pytest.fixture
+def osvos_root():
+    """OSVOS multi-object masks for the same frames (../shared/data/osvos-davis2017)."""
+    if not os.path.isdir(OSVOS):
+        pytest.skip(f"real data not found at {OSVOS} (set LPCACHE_SHARED_DATA to the shared data folder)")
+    return OSVOS
