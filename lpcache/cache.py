@@ -265,3 +265,52 @@ def attr_differences(found: Dict, wanted: Dict, keys=IDENTITY_ATTRS) -> List[str
         if key in wanted and found.get(key) != wanted[key]:
             out.append(f"{key}: cache has {found.get(key)!r}, request has {wanted[key]!r}")
     return out
+
+
+def backbone_dirs(cache_dir) -> List[str]:
+    """The backbone folders of a cache (or the folder itself when it holds `.h5` files)."""
+    cache_dir = os.fspath(cache_dir)
+    if not os.path.isdir(cache_dir):
+        raise InputError(f"{cache_dir}: cache folder not found")
+    if any(n.endswith(SUFFIX) or n.endswith(SUFFIX + ".partial") for n in os.listdir(cache_dir)):
+        return [cache_dir]
+    return sorted(os.path.join(cache_dir, n) for n in os.listdir(cache_dir)
+                  if os.path.isdir(os.path.join(cache_dir, n)))
+
+
+def describe_cache(cache_dir) -> List[Dict]:
+    """Per backbone folder: sequences, frames, grid, channels, dtype, protocol, bytes, partial files."""
+    out = []
+    for folder in backbone_dirs(cache_dir):
+        cache = FeatureCache(folder)
+        record = {"backbone_id": cache.backbone_id, "path": folder, "sequences": 0, "frames": 0, "bytes": 0,
+                  "grids": set(), "channels": set(), "dtypes": set(), "protocols": set(), "unreadable": [],
+                  "partial": sorted(n for n in os.listdir(folder) if n.endswith(".partial"))}
+        for seq in cache.sequences:
+            try:
+                with cache.open(seq) as cached:
+                    record["frames"] += cached.n_frames
+                    record["grids"].add(tuple(cached.grid_hw))
+                    record["channels"].add(cached.channels)
+                    record["dtypes"].add(cached.attrs.get("dtype"))
+                    record["protocols"].add(cached.attrs.get("protocol"))
+            except InputError:
+                record["unreadable"].append(seq)
+                continue
+            record["sequences"] += 1
+            record["bytes"] += os.path.getsize(cache.path(seq))
+        for key in ("grids", "channels", "dtypes", "protocols"):
+            record[key] = sorted(record[key], key=str)
+        out.append(record)
+    return out
+
+
+def verify_cache(cache_dir) -> List[tuple]:
+    """(path, problem or None) for every `.h5` file of the cache; every frame is read."""
+    results = []
+    for folder in backbone_dirs(cache_dir):
+        for name in sorted(os.listdir(folder)):
+            if name.endswith(SUFFIX):
+                path = os.path.join(folder, name)
+                results.append((path, verify_sequence(path, read_data=True)))
+    return results
