@@ -1,11 +1,20 @@
-"""Atomic file writes: write beside the target as `<name>.partial`, then rename."""
+"""Atomic file writes: write beside the target as `<name>.<pid>-<random>.partial`, then rename.
+
+Each writer gets its own temporary name, so two processes writing the same file never rename each
+other's half-written file; the last complete rename wins. Names ending in `.partial` are never read
+as results and are safe to delete.
+"""
 import contextlib
 import json
 import os
+import uuid
+
+PARTIAL_SUFFIX = ".partial"
 
 
 def partial_path(path):
-    return f"{path}.partial"
+    """A temporary name beside `path`, unique to this writer."""
+    return f"{path}.{os.getpid()}-{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}"
 
 
 @contextlib.contextmanager

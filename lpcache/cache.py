@@ -3,7 +3,7 @@
 Layout: `<cache>/<backbone_id>/<seq>.h5` plus `<cache>/<backbone_id>/manifest.json`.
 Each file holds `feats` (T, h, w, C), float16 or float32, one chunk per frame, L2-normalised over C
 in float32 before the cast; `frames` (the T frame names); and attributes describing how it was made.
-A file is written as `<seq>.h5.partial` and renamed when complete, so a file named `<seq>.h5` is
+A file is written as `<seq>.h5.<pid>-<random>.partial` and renamed when complete, so a file named `<seq>.h5` is
 always complete.
 """
 import json
@@ -54,7 +54,7 @@ def _decode_attr(value):
 
 
 class SequenceWriter:
-    """Stream one sequence's features into `<seq>.h5.partial`; `close()` renames it to `<seq>.h5`.
+    """Stream one sequence's features into a `<seq>.h5.*.partial` file; `close()` renames it to `<seq>.h5`.
 
     Used as a context manager: on an exception the partial file is removed.
     Features are given in float32, un-normalised or normalised; the writer L2-normalises them.
@@ -90,18 +90,28 @@ class SequenceWriter:
         self.written = end
 
     def close(self):
+        """Mark the file complete, close it and rename it into place (on failure, remove it)."""
         if self.written != self.n_frames:
             raise ValueError(f"{self.tmp_path}: {self.written} of {self.n_frames} frames written")
-        self._file.attrs["complete"] = True
-        self._file.close()
-        os.replace(self.tmp_path, self.path)
+        try:
+            self._file.attrs["complete"] = True
+            handle, self._file = self._file, None
+            handle.close()
+            os.replace(self.tmp_path, self.path)
+        except BaseException:
+            self.abort()
+            raise
 
     def abort(self):
-        try:
-            self._file.close()
-        finally:
-            if os.path.exists(self.tmp_path):
-                os.remove(self.tmp_path)
+        """Close (once, ignoring errors from a broken file) and remove the partial file."""
+        handle, self._file = self._file, None
+        if handle is not None:
+            try:
+                handle.close()
+            except Exception:  # a failed write (e.g. disk full) can leave the handle unclosable
+                pass
+        if os.path.exists(self.tmp_path):
+            os.remove(self.tmp_path)
 
     def __enter__(self):
         return self
@@ -272,7 +282,7 @@ def backbone_dirs(cache_dir) -> List[str]:
     cache_dir = os.fspath(cache_dir)
     if not os.path.isdir(cache_dir):
         raise InputError(f"{cache_dir}: cache folder not found")
-    if any(n.endswith(SUFFIX) or n.endswith(SUFFIX + ".partial") for n in os.listdir(cache_dir)):
+    if any(n.endswith(SUFFIX) or (SUFFIX + "." in n and n.endswith(".partial")) for n in os.listdir(cache_dir)):
         return [cache_dir]
     return sorted(os.path.join(cache_dir, n) for n in os.listdir(cache_dir)
                   if os.path.isdir(os.path.join(cache_dir, n)))

@@ -313,7 +313,7 @@ def _run_frames(todo, spec, protocol, forward, writer, batch_size, num_workers, 
 
 def extract(davis_root=None, cache_dir="cache", backbone="efficientnet_lite0", checkpoint=None, set_name="val",
             filelist=None, sequences: Optional[SequenceType[str]] = None, protocol="seed", dtype="float16",
-            batch_size=8, device="cpu", amp=False, force=False, num_workers=2, random_init=False,
+            batch_size=8, device=None, amp=False, force=False, num_workers=2, random_init=False,
             progress=True) -> ExtractResult:
     """Extract one backbone's features for the chosen DAVIS sequences into `cache_dir`. See module doc."""
     if protocol not in PROTOCOLS:
@@ -322,6 +322,8 @@ def extract(davis_root=None, cache_dir="cache", backbone="efficientnet_lite0", c
         raise InputError(f"batch size {batch_size}: must be at least 1")
     if dtype not in ("float16", "float32"):
         raise InputError(f"dtype {dtype!r}: expected float16 or float32")
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     started = time.perf_counter()
     seqs = _load_sequences(davis_root, set_name, filelist, sequences)
     model, spec, report = backbones.create(backbone, checkpoint, random_init=random_init and checkpoint is None)

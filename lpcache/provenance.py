@@ -1,26 +1,30 @@
 """What produced an output: versions, host, time. Every output file records this."""
 import datetime
 import hashlib
+import importlib.metadata
 import platform
 import sys
 
 
-def versions():
-    """Versions of lpcache and the libraries whose behaviour changes results."""
-    import numpy
+#: Distribution names of the libraries whose behaviour changes results.
+_DISTRIBUTIONS = {"lpcache": "lpcache", "numpy": "numpy", "torch": "torch", "timm": "timm", "h5py": "h5py",
+                  "cv2": "opencv-python", "PIL": "pillow", "skimage": "scikit-image"}
 
-    out = {"lpcache": _version("lpcache"), "python": sys.version.split()[0], "numpy": numpy.__version__}
-    for name in ("torch", "timm", "h5py", "cv2", "PIL", "skimage"):
-        out[name] = _version(name)
+
+def versions():
+    """Versions of lpcache and the libraries whose behaviour changes results (read from package metadata,
+    without importing them)."""
+    out = {"python": sys.version.split()[0]}
+    for name, distribution in _DISTRIBUTIONS.items():
+        out[name] = _version(distribution)
     return out
 
 
-def _version(module_name):
+def _version(distribution):
     try:
-        module = __import__(module_name)
-    except ImportError:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
         return None
-    return getattr(module, "__version__", None)
 
 
 def provenance(**extra):

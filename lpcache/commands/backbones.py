@@ -1,12 +1,12 @@
 """`lpcache backbones`: the registered backbones and their checkpoint formats."""
 import click
 
-from ..backbones import list_backbones
-
 
 @click.command("backbones")
 def command():
     """List the backbones: name, layer, stride, channels, checkpoint format."""
+    from ..backbones import list_backbones
+
     for spec in list_backbones():
         default = " (embedded weights)" if spec.default_checkpoint else ""
         click.echo(f"{spec.name:20s} {spec.architecture:18s} {spec.layer:18s} stride {spec.stride:2d} "

@@ -1,8 +1,6 @@
 """`lpcache extract`: backbone features of DAVIS sequences into the HDF5 cache."""
 import click
 
-from ..extract import extract
-
 
 @click.command("extract")
 @click.option("--davis", "davis_root", type=click.Path(), help="DAVIS root (JPEGImages/480p, ImageSets/2017).")
@@ -20,12 +18,14 @@ from ..extract import extract
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option("--num-workers", default=2, show_default=True, type=click.IntRange(min=0),
               help="DataLoader processes decoding JPEGs (0: in the main process).")
-@click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cpu, cuda, cuda:1.")
+@click.option("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda when available).")
 @click.option("--amp", is_flag=True, help="Autocast the forward pass (CUDA only).")
 @click.option("--force", is_flag=True, help="Redo sequences that are already in the cache.")
 def command(davis_root, set_name, backbone, checkpoint, random_init, cache_dir, filelist, sequences, protocol,
             dtype, batch_size, num_workers, device, amp, force):
     """Extract features of DAVIS sequences into CACHE/<backbone_id>/<seq>.h5 (resumable)."""
+    from ..extract import extract
+
     names = [s.strip() for s in sequences.split(",") if s.strip()] if sequences else None
     result = extract(davis_root=davis_root, cache_dir=cache_dir, backbone=backbone, checkpoint=checkpoint,
                      set_name=set_name, filelist=filelist, sequences=names, protocol=protocol, dtype=dtype,
