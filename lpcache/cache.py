@@ -53,6 +53,27 @@ def _decode_attr(value):
     return value
 
 
+def _reserve_space(tmp_path, nbytes, margin=1 << 20):
+    """Fail early, with a clean OSError, when the file system cannot take `nbytes` more.
+
+    HDF5 handles a write that fails half-way (disk full, file-size limit) badly: closing such a file can
+    crash the process. So the space is first claimed with posix_fallocate on a scratch file, then released.
+    """
+    probe = tmp_path + ".reserve"
+    try:
+        fd = os.open(probe, os.O_CREAT | os.O_WRONLY, 0o644)
+        try:
+            os.posix_fallocate(fd, 0, nbytes + margin)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise InputError(f"{tmp_path}: cannot reserve {(nbytes + margin) / 1e6:.1f} MB for the cache file "
+                         f"({exc.strerror or exc})") from None
+    finally:
+        if os.path.exists(probe):
+            os.remove(probe)
+
+
 class SequenceWriter:
     """Stream one sequence's features into a `<seq>.h5.*.partial` file; `close()` renames it to `<seq>.h5`.
 
@@ -70,6 +91,7 @@ class SequenceWriter:
         self.n_frames = len(frames)
         self.written = 0
         height, width = grid_hw
+        _reserve_space(self.tmp_path, self.n_frames * height * width * channels * np.dtype(dtype).itemsize)
         self._file = h5py.File(self.tmp_path, "w")
         self._feats = self._file.create_dataset(
             "feats", shape=(self.n_frames, height, width, channels), dtype=DTYPES[dtype],
