@@ -1,0 +1,287 @@
+"""The per-video propagation loop, for many settings at once (propagation-spec.md, sections 5-9 and 13).
+
+Per target frame t the engine computes, once for all settings:
+  * the unrestricted top-kmax list of frame 0 (slot 0, the long-term memory), from the full product;
+  * for each radius and each distinct source frame of the largest context (frames max(0, t-Lmax)..t-1),
+    that frame's top-kmax list restricted to the radius, from tile-vs-window products (the products are
+    computed once for the largest radius; smaller radii only add their mask).
+Each setting (tau, k, r, L) then takes the top-k of the concatenation of its L + 1 slot lists (frame 0
+repeated as often as the seed repeats it), softmax(scores / tau), and mixes its own fed-back soft labels.
+Only the last Lmax frames' features (stored per column block) and soft labels are kept.
+"""
+import logging
+import queue
+import threading
+import time
+from typing import Dict, Iterator, Sequence, Tuple
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..config import PropagationParams
+from ..davis import resize_mask_nearest
+from . import kernels
+from .labels import downsample_onehot, label_ids, upsample_argmax
+
+log = logging.getLogger(__name__)
+
+#: --precision choices: the dtype of the affinity products (top-k, softmax and labels stay float32).
+PRECISIONS = ("float32", "tf32", "float16", "bfloat16")
+_MATMUL_DTYPES = {"float32": torch.float32, "tf32": torch.float32, "float16": torch.float16,
+                  "bfloat16": torch.bfloat16}
+
+
+def resolve_device(device=None) -> torch.device:
+    """`device` as a torch.device; None means CUDA when available, else CPU."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+class _ReadAhead:
+    """Frames of a CachedSequence (or an array) as float32 numpy arrays, read by a thread ahead of use."""
+
+    def __init__(self, frames_feats, depth=3):
+        self.source = frames_feats
+        self.count = _frame_count(frames_feats)
+        self._queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _read(self, index):
+        source = self.source
+        if hasattr(source, "feats"):
+            return np.asarray(source.feats[index], dtype=np.float32)
+        if isinstance(source, torch.Tensor):
+            return source[index].detach().to("cpu", torch.float32).numpy()
+        return np.asarray(source[index], dtype=np.float32)
+
+    def _run(self):
+        for index in range(self.count):
+            try:
+                item = self._read(index)
+            except BaseException as exc:  # handed to the consumer
+                item = exc
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if self._stop.is_set() or isinstance(item, BaseException):
+                return
+
+    def __iter__(self):
+        try:
+            for _ in range(self.count):
+                item = self._queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self._stop.set()
+            self._thread.join(timeout=5)
+
+
+def _frame_count(frames_feats) -> int:
+    if hasattr(frames_feats, "n_frames"):
+        return frames_feats.n_frames
+    return int(frames_feats.shape[0])
+
+
+def _grid_shape(frames_feats):
+    if hasattr(frames_feats, "grid_hw"):
+        return tuple(frames_feats.grid_hw), frames_feats.channels
+    shape = tuple(frames_feats.shape)
+    return (shape[1], shape[2]), shape[3]
+
+
+class _Shared:
+    """Per-target candidate lists shared by all settings."""
+
+    def __init__(self, first_values, first_index, sources, values, index):
+        self.first_values = first_values   # (hw, kmax) unrestricted frame-0 scores
+        self.first_index = first_index     # (hw, kmax) positions in frame 0
+        self.sources = sources             # {frame: row} of the per-frame lists
+        self.values = values               # radius -> (n_src, hw, kmax) radius-restricted scores
+        self.index = index                 # radius -> (n_src, hw, kmax) positions in that frame
+
+
+class _Affinity:
+    """Streams source frames into a store (per column block) and builds _Shared lists per target.
+
+    Store slot 0 holds frame 0, slot 1 + (f - 1) % Lmax frame f >= 1, so the short-term frames of any
+    target are one contiguous run of slots: 0..t-1 while t <= Lmax, else 1..Lmax.
+    """
+
+    def __init__(self, grid_hw, channels, radii, kmax, max_len, device, precision, tile_hw=None):
+        self.grid_hw = grid_hw
+        self.hw = grid_hw[0] * grid_hw[1]
+        self.kmax = kmax
+        self.max_len = max_len
+        self.device = device
+        self.dtype = _MATMUL_DTYPES[precision]
+        self.plan = kernels.plan_tiles(grid_hw, radii, tile_hw or kernels.choose_tile(grid_hw, max(radii), channels),
+                                       device, self.dtype)
+        self.store = [torch.empty((max_len + 1, grid_hw[0], x1 - x0, channels), dtype=self.dtype, device=device)
+                      for x0, x1 in self.plan.blocks]
+        self.slot_frames = [None] * (max_len + 1)
+        self.order = self.plan.position_order
+        self.first_t = None              # frame 0 as (C, hw), for the unrestricted slot
+        self.seconds = 0.0
+
+    def add_source(self, t, frame: torch.Tensor):
+        """Make frame t (h, w, C) available as a source for later targets."""
+        frame = frame.to(self.dtype)
+        if t == 0:
+            self.first_t = frame.reshape(self.hw, -1).t().contiguous()
+        slot = 0 if t == 0 else 1 + (t - 1) % self.max_len
+        for store, block in zip(self.store, kernels.column_blocks(frame, self.plan)):
+            store[slot].copy_(block)
+        self.slot_frames[slot] = t
+
+    def lists(self, t, frame: torch.Tensor) -> _Shared:
+        """The shared candidate lists of target t (>= 1) whose features are `frame` (h, w, C)."""
+        start = time.perf_counter()
+        queries_all = frame.to(self.dtype)
+        first_values, first_index = self._first_lists(queries_all.reshape(self.hw, -1))
+        low, high = (0, t) if t <= self.max_len else (1, self.max_len + 1)
+        count = high - low
+        radii = self.plan.radii
+        parts_values = {r: [] for r in radii}
+        parts_index = {r: [] for r in radii}
+        for tile in self.plan.tiles:
+            (y0, y1), (x0, x1), (ky0, ky1) = tile.rows, tile.cols, tile.key_rows
+            queries = queries_all[y0:y1, x0:x1].reshape((y1 - y0) * (x1 - x0), -1)
+            keys = self.store[tile.block][low:high, ky0:ky1]
+            keys = keys.reshape(count, keys.shape[1] * keys.shape[2], keys.shape[3])
+            scores = kernels.window_scores(queries, keys, tile.bias[radii[0]])      # (n, M, N), largest radius
+            for number, radius in enumerate(radii):
+                masked = scores if number == 0 else scores + tile.bias[radius]
+                top_values, top_index = kernels.topk_padded(masked.float(), self.kmax)
+                parts_values[radius].append(top_values)
+                parts_index[radius].append(tile.key_index[top_index])
+        order = self.order
+        values = {r: torch.cat(parts_values[r], 1)[:, order] for r in radii}   # (n, hw, kmax), position order
+        index = {r: torch.cat(parts_index[r], 1)[:, order] for r in radii}
+        sources = {f: row for row, f in enumerate(self.slot_frames[low:high])}
+        self.seconds += time.perf_counter() - start
+        return _Shared(first_values, first_index, sources, values, index)
+
+    def _first_lists(self, queries, chunk=1024):
+        """Unrestricted top-kmax of every query against frame 0 (slot 0), in chunks of queries."""
+        values = torch.empty((self.hw, self.kmax), device=self.device)
+        index = torch.empty((self.hw, self.kmax), dtype=torch.long, device=self.device)
+        for start in range(0, self.hw, chunk):
+            scores = torch.mm(queries[start:start + chunk], self.first_t).float()
+            values[start:start + chunk], index[start:start + chunk] = torch.topk(scores, self.kmax, dim=1)
+        return values, index
+
+
+class _Setting:
+    """One setting's fed-back soft labels and its mixing step."""
+
+    def __init__(self, params: PropagationParams, first_soft: torch.Tensor):
+        self.params = params
+        self.soft = {0: first_soft}      # frame -> (hw, K+1)
+
+    def step(self, t, shared: _Shared) -> torch.Tensor:
+        p = self.params
+        k, length = p.topk, p.video_len
+        slots = [max(0, t - length + i) for i in range(length)]
+        frames = sorted(set(slots) | {0})
+        label_row = {f: row for row, f in enumerate(frames)}
+        labels = torch.cat([self.soft[f] for f in frames], 0)             # (R*hw, K+1)
+        hw = labels.shape[0] // len(frames)
+        rows = torch.tensor([shared.sources[f] for f in slots], device=labels.device)
+        offsets = torch.tensor([label_row[f] * hw for f in slots], device=labels.device)
+        slot_values = shared.values[p.radius][rows, :, :k]                 # (L, hw, k)
+        slot_index = shared.index[p.radius][rows, :, :k] + offsets[:, None, None]
+        value_lists = torch.cat([shared.first_values[:, :k],
+                                 slot_values.permute(1, 0, 2).reshape(hw, length * k)], 1)
+        index_lists = torch.cat([shared.first_index[:, :k] + label_row[0] * hw,
+                                 slot_index.permute(1, 0, 2).reshape(hw, length * k)], 1)
+        values, label_index = kernels.merge_topk(value_lists, index_lists, k)
+        pred = kernels.mix_labels(values, label_index, labels, p.temperature)
+        self.soft[t] = pred
+        for frame in [f for f in self.soft if 0 < f <= t - length]:
+            del self.soft[frame]
+        return pred
+
+
+def iter_propagate(frames_feats, first_mask_ids: np.ndarray, settings: Sequence[PropagationParams],
+                   out_hw, device="cpu", precision="float32", progress=False, tile_hw=None
+                   ) -> Iterator[Tuple[int, Dict[PropagationParams, np.ndarray]]]:
+    """Yield (t, {params: ids (H, W) uint8}) for t = 0..T-1, frame by frame, for every setting at once.
+
+    frames_feats: a CachedSequence (streamed with read-ahead), or an array/tensor (T, h, w, C) of
+    L2-normalised features (float16 or float32; computed in float32 unless `precision` says otherwise).
+    first_mask_ids: frame 0's ids; resized with PIL NEAREST to out_hw if its size differs. Frame 0's
+    output is that (resized) annotation. Work shared between settings: each (target, source frame)
+    affinity computed once for the largest radius and context length; per-source-frame top-kmax lists
+    per radius; every setting derived from them (propagation-spec.md section 13).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    settings = list(dict.fromkeys(settings))
+    if not settings:
+        raise ValueError("no propagation setting given")
+    device = resolve_device(device)
+    grid_hw, channels = _grid_shape(frames_feats)
+    for params in settings:
+        params.validate(grid_hw)
+    out_hw = tuple(int(v) for v in out_hw)
+    first_mask = resize_mask_nearest(np.asarray(first_mask_ids), out_hw)
+    ids = label_ids(first_mask)
+    first_soft = torch.from_numpy(downsample_onehot(first_mask, ids, grid_hw)).reshape(-1, len(ids)).to(device)
+    kmax = max(p.topk for p in settings)
+    max_len = max(p.video_len for p in settings)
+    states = [_Setting(p, first_soft) for p in settings]
+    previous_tf32 = _set_tf32(precision == "tf32", device)
+    try:
+        affinity = _Affinity(grid_hw, channels, [p.radius for p in settings], kmax, max_len, device, precision,
+                             tile_hw)
+        frames = _ReadAhead(frames_feats)
+        bar = tqdm(total=frames.count, desc="frames", unit="fr", disable=not progress, leave=False)
+        mix_seconds = 0.0
+        for t, array in enumerate(frames):
+            frame = torch.from_numpy(array).to(device)
+            if t == 0:
+                affinity.add_source(0, frame)
+                yield 0, {p: first_mask.copy() for p in settings}
+                bar.update()
+                continue
+            shared = affinity.lists(t, frame)
+            affinity.add_source(t, frame)
+            start = time.perf_counter()
+            out = {}
+            for state in states:
+                soft = state.step(t, shared).reshape(grid_hw[0], grid_hw[1], len(ids))
+                out[state.params] = upsample_argmax(soft.float().cpu().numpy(), ids, out_hw)
+            mix_seconds += time.perf_counter() - start
+            del shared
+            yield t, out
+            bar.update()
+        bar.close()
+        log.debug("affinity %.2f s, mixing+upsampling %.2f s", affinity.seconds, mix_seconds)
+    finally:
+        _set_tf32(previous_tf32, device)
+
+
+def _set_tf32(enabled, device):
+    if device.type != "cuda":
+        return None
+    previous = torch.backends.cuda.matmul.allow_tf32
+    if enabled is not None:
+        torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
+    return previous
+
+
+def propagate_video(frames_feats, first_mask_ids, params: PropagationParams, out_hw, device="cpu",
+                    **kw) -> np.ndarray:
+    """Masks (T, H, W) uint8 of one setting; goes through iter_propagate with that one setting."""
+    masks = [out[params] for _, out in iter_propagate(frames_feats, first_mask_ids, [params], out_hw,
+                                                       device=device, **kw)]
+    return np.stack(masks)

@@ -1,0 +1,58 @@
+"""Frame-0 label channels, their one-hot down-sampling to the feature grid, and the way back.
+
+Follows propagation-spec.md sections 4 and 9: channels are the distinct ids of frame 0 sorted by their
+palette colour in BGR order (so DAVIS id 8 sorts between 0 and 1); the one-hot map is resized with
+cv2 INTER_LINEAR to the grid; soft maps are resized with cv2 INTER_LINEAR to the output size and the
+first maximal channel wins.
+"""
+import cv2
+import numpy as np
+
+from ..davis import PALETTE
+from ..errors import InputError
+
+
+def label_ids(first_mask: np.ndarray, where: str = "first frame") -> np.ndarray:
+    """Ids present in frame 0, in channel order (sorted by BGR palette colour), as uint8.
+
+    Raises InputError when frame 0 has no object (no id other than 0 and void 255).
+    """
+    ids = np.unique(np.asarray(first_mask))
+    if not np.any((ids > 0) & (ids < 255)):
+        raise InputError(f"{where}: the first frame has no object (ids present: {ids.tolist()})")
+    bgr = PALETTE[ids][:, ::-1]
+    order = np.lexsort((bgr[:, 2], bgr[:, 1], bgr[:, 0]))
+    return ids[order].astype(np.uint8)
+
+
+def onehot(mask: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """(H, W, K+1) float32 one-hot of `mask` over the channel ids."""
+    return (np.asarray(mask)[..., None] == ids[None, None, :]).astype(np.float32)
+
+
+def downsample_onehot(mask: np.ndarray, ids: np.ndarray, grid_hw) -> np.ndarray:
+    """One-hot of `mask` resized to the grid with cv2 INTER_LINEAR: (h, w, K+1) float32."""
+    height, width = grid_hw
+    small = cv2.resize(onehot(mask, ids), (width, height), interpolation=cv2.INTER_LINEAR)
+    return small.reshape(height, width, len(ids))
+
+
+def upsample_argmax(soft: np.ndarray, ids: np.ndarray, out_hw) -> np.ndarray:
+    """Soft map (h, w, K+1) -> ids (H, W) uint8: cv2 INTER_LINEAR up-sampling, first maximum wins."""
+    height, width = out_hw
+    soft = np.ascontiguousarray(soft, dtype=np.float32)
+    big = cv2.resize(soft, (width, height), interpolation=cv2.INTER_LINEAR)
+    big = big.reshape(height, width, soft.shape[-1])
+    return ids[argmax_last(big)]
+
+
+def argmax_last(values: np.ndarray) -> np.ndarray:
+    """np.argmax over the last axis (first maximum wins), fast for few channels."""
+    best = values[..., 0].copy()
+    index = np.zeros(best.shape, dtype=np.intp)
+    for channel in range(1, values.shape[-1]):
+        plane = values[..., channel]
+        better = plane > best
+        np.copyto(best, plane, where=better)
+        index[better] = channel
+    return index

@@ -1,0 +1,144 @@
+"""The propagation engine against the dense reference (tests/dense_reference.py), synthetic and real."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from dense_reference import real_features, reference_propagate
+from lpcache.config import PropagationParams
+from lpcache.davis import read_mask, resize_mask_nearest
+from lpcache.errors import InputError
+from lpcache.propagation import iter_propagate, propagate_video
+
+
+def _unit(features):
+    return (features / np.linalg.norm(features, axis=-1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """9 frames of random unit features on a 7x9 grid; a 28x36 first mask with ids 0, 1, 2, 8 (K+1 = 4)."""
+    rng = np.random.default_rng(0)
+    feats = _unit(rng.normal(size=(9, 7, 9, 6)))
+    mask = np.zeros((28, 36), np.uint8)
+    mask[5:15, 5:20] = 1
+    mask[15:25, 18:30] = 2
+    mask[2:8, 25:34] = 8
+    return feats, mask
+
+
+@pytest.mark.parametrize("params", [
+    PropagationParams(0.7, 8, 18, 20),   # every target has t <= L: frame 0 duplicated in the context
+    PropagationParams(0.7, 3, 2.0, 4),   # radius edge: distance exactly 2 excluded; t > L from frame 5
+    PropagationParams(0.1, 5, 1.0, 3),   # radius 1: only the same position in short-term frames
+    PropagationParams(0.3, 2, 3.0, 1),   # one short-term frame
+])
+@pytest.mark.parametrize("tile_hw", [None, (2, 3), (7, 9)])
+def test_tiny_cases_equal_the_dense_reference(tiny, params, tile_hw):
+    feats, mask = tiny
+    want = reference_propagate(feats, mask, params.temperature, params.topk, params.radius, params.video_len,
+                               mask.shape)
+    got = propagate_video(feats, mask, params, mask.shape, tile_hw=tile_hw)
+    assert got.shape == (9, 28, 36) and got.dtype == np.uint8
+    np.testing.assert_array_equal(got, want)
+    assert set(np.unique(got[1:])) <= {0, 1, 2, 8}
+
+
+def test_all_settings_at_once_equal_each_setting_alone(tiny):
+    feats, mask = tiny
+    settings = [PropagationParams(0.7, 8, 3.0, 4), PropagationParams(0.2, 3, 3.0, 4), PropagationParams(0.7, 5, 2.0, 2),
+                PropagationParams(0.05, 8, 5.0, 6), PropagationParams(0.7, 1, 2.0, 6)]
+    together = {p: [] for p in settings}
+    for t, out in iter_propagate(feats, mask, settings, mask.shape):
+        assert set(out) == set(settings)
+        for p in settings:
+            together[p].append(out[p])
+    for p in settings:
+        np.testing.assert_array_equal(np.stack(together[p]), propagate_video(feats, mask, p, mask.shape))
+
+
+def test_float16_features_are_read(tiny):
+    feats, mask = tiny
+    half = feats.astype(np.float16)
+    params = PropagationParams(0.7, 4, 3.0, 4)
+    np.testing.assert_array_equal(propagate_video(half, mask, params, mask.shape),
+                                  propagate_video(half.astype(np.float32), mask, params, mask.shape))
+    torch_input = torch.from_numpy(half)
+    np.testing.assert_array_equal(propagate_video(torch_input, mask, params, mask.shape),
+                                  propagate_video(half.astype(np.float32), mask, params, mask.shape))
+
+
+@pytest.mark.parametrize("precision", ["tf32", "bfloat16"])
+def test_other_precisions_run_and_mostly_agree(tiny, precision):
+    feats, mask = tiny
+    params = PropagationParams(0.7, 4, 3.0, 4)
+    exact = propagate_video(feats, mask, params, mask.shape)
+    other = propagate_video(feats, mask, params, mask.shape, precision=precision)
+    assert other.shape == exact.shape and (other == exact).mean() > 0.95
+
+
+def test_frame0_output_is_the_annotation_at_the_output_size(tiny):
+    feats, mask = tiny
+    out = propagate_video(feats, mask, PropagationParams(0.7, 4, 3.0, 4), (56, 72))
+    np.testing.assert_array_equal(out[0], resize_mask_nearest(mask, (56, 72)))
+    assert out.shape == (9, 56, 72)
+
+
+def test_bad_parameters_are_refused(tiny):
+    feats, mask = tiny
+    with pytest.raises(InputError, match="topk 64: larger than the 63 candidates"):
+        propagate_video(feats, mask, PropagationParams(topk=64), mask.shape)
+    with pytest.raises(InputError, match="radius"):
+        propagate_video(feats, mask, PropagationParams(radius=0), mask.shape)
+    with pytest.raises(InputError, match="temperature"):
+        propagate_video(feats, mask, PropagationParams(temperature=-1), mask.shape)
+    with pytest.raises(InputError, match="no object"):
+        propagate_video(feats, np.zeros_like(mask), PropagationParams(), mask.shape)
+
+
+def _frames(root, seq, count):
+    folder = os.path.join(root, "JPEGImages/480p", seq)
+    return [os.path.join(folder, n) for n in sorted(os.listdir(folder))[:count]]
+
+
+def _agreement(a, b):
+    return float((a == b).mean())
+
+
+@pytest.mark.parametrize("params", [PropagationParams(), PropagationParams(0.5, 12, 5.0, 4)])
+def test_real_single_object_matches_reference(davis_root, params):
+    """blackswan, 8 frames, 30x55 grid features of the real frames (seed protocol 480x880)."""
+    feats = _unit(real_features(_frames(davis_root, "blackswan", 8)))
+    mask = resize_mask_nearest(read_mask(os.path.join(davis_root, "Annotations/480p/blackswan/00000.png")), (480, 880))
+    want = reference_propagate(feats, mask, params.temperature, params.topk, params.radius, params.video_len, (480, 880))
+    got = propagate_video(feats, mask, params, (480, 880))
+    assert _agreement(got, want) >= 0.9999
+    # and the propagation is meaningful: the swan is still found on frame 7 (IoU vs the real GT)
+    gt = resize_mask_nearest(read_mask(os.path.join(davis_root, "Annotations/480p/blackswan/00007.png")), (480, 880))
+    iou = np.logical_and(got[7] == 1, gt == 1).sum() / np.logical_or(got[7] == 1, gt == 1).sum()
+    assert iou > 0.5
+
+
+def test_real_multi_object_matches_reference(davis_root, osvos_root):
+    """kite-surf with OSVOS ids 0..3 as frame-0 labels (K+1 = 4), 10 frames, 30x55 grid."""
+    feats = _unit(real_features(_frames(davis_root, "kite-surf", 10), channels=24, seed=3))
+    mask = resize_mask_nearest(read_mask(os.path.join(osvos_root, "kite-surf/00000.png")), (480, 880))
+    assert sorted(np.unique(mask).tolist()) == [0, 1, 2, 3]
+    params = PropagationParams(0.7, 8, 18, 5)
+    want = reference_propagate(feats, mask, params.temperature, params.topk, params.radius, params.video_len, (480, 880))
+    got = propagate_video(feats, mask, params, (480, 880))
+    assert _agreement(got, want) >= 0.9999
+    assert len(np.unique(got[-1])) >= 3
+
+
+def test_real_stride8_grid_matches_reference(davis_root):
+    """motocross-jump, 4 frames on the seed's 60x110 grid (many tiles, windows clipped at every border)."""
+    feats = _unit(real_features(_frames(davis_root, "motocross-jump", 4), stride=8, channels=16, seed=5))
+    assert feats.shape[1:3] == (60, 110)
+    mask = resize_mask_nearest(read_mask(os.path.join(davis_root, "Annotations/480p/motocross-jump/00000.png")),
+                               (480, 880))
+    params = PropagationParams(0.7, 8, 6.0, 2)
+    want = reference_propagate(feats, mask, params.temperature, params.topk, params.radius, params.video_len, (480, 880))
+    got = propagate_video(feats, mask, params, (480, 880))
+    assert _agreement(got, want) >= 0.9999
