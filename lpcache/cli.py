@@ -15,17 +15,37 @@ from .errors import LpcacheError
 
 #: Modules of `lpcache.commands`, in the order `lpcache --help` lists them.
 COMMANDS = [
+    "extract",
+    "backbones",
+    "cache",
     "score",
     "convert",
+    "propagate",
+    "sweep",
+    "fetch_davis",
+    "visualize",
+    "run",
+    "demo",
 ]
 
 
+def one_line(text) -> str:
+    """Fold a message (which may carry a library's multi-line text) onto one line."""
+    return " ".join(str(text).split())
+
+
 class LpcacheGroup(click.Group):
+    """Turns LpcacheError and operating-system errors (disk full, permission) into one `Error:` line."""
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except LpcacheError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {one_line(exc)}", err=True)
+            sys.exit(1)
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"Error: {where}{one_line(exc.strerror or exc)}", err=True)
             sys.exit(1)
 
 

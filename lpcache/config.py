@@ -40,8 +40,80 @@ class PropagationParams:
         return dataclasses.asdict(self)
 
 
+#: --precision choices: the dtype of the affinity products (top-k, softmax and labels stay float32).
+PRECISIONS = ("float32", "tf32", "float16", "bfloat16")
+
 #: Named presets (`--preset`).
 PRESETS = {
     "default": PropagationParams(),
     "vits8": PropagationParams(temperature=0.5, topk=12, radius=32.0, video_len=20),
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepGrid:
+    """A hyper-parameter grid: the Cartesian product of value lists (one per PropagationParams field)."""
+
+    temperature: tuple = (PropagationParams.temperature,)
+    topk: tuple = (PropagationParams.topk,)
+    radius: tuple = (PropagationParams.radius,)
+    video_len: tuple = (PropagationParams.video_len,)
+
+    #: Field name -> value type, in the order settings are expanded.
+    FIELDS = {"temperature": float, "topk": int, "radius": float, "video_len": int}
+
+    @classmethod
+    def from_mapping(cls, mapping, where="grid"):
+        """A grid from {field: list of values}; unknown keys, empty lists and bad values raise InputError."""
+        unknown = sorted(set(mapping) - set(cls.FIELDS))
+        if unknown:
+            raise InputError(f"{where}: unknown key(s) {', '.join(unknown)}; expected {', '.join(cls.FIELDS)}")
+        values = {}
+        for name, kind in cls.FIELDS.items():
+            if name not in mapping:
+                continue
+            raw = mapping[name]
+            raw = list(raw) if isinstance(raw, (list, tuple)) else [raw]
+            if not raw:
+                raise InputError(f"{where}: {name} has no value (empty list)")
+            values[name] = tuple(_grid_value(v, name, kind, where) for v in raw)
+        return cls(**values).validate(where)
+
+    def validate(self, where="grid"):
+        """Raise InputError for an empty axis or an out-of-range value; returns self."""
+        for name in self.FIELDS:
+            if not getattr(self, name):
+                raise InputError(f"{where}: {name} has no value (empty list)")
+        for params in self.settings():
+            try:
+                params.validate()
+            except InputError as exc:
+                raise InputError(f"{where}: {exc}") from None
+        return self
+
+    def settings(self):
+        """All settings, duplicates removed, in grid order (temperature, topk, radius, video_len)."""
+        import itertools
+
+        product = itertools.product(*(dict.fromkeys(getattr(self, n)) for n in self.FIELDS))
+        return [PropagationParams(*values) for values in product]
+
+    def __len__(self):
+        return len(self.settings())
+
+    def as_dict(self):
+        return {name: list(getattr(self, name)) for name in self.FIELDS}
+
+
+def _grid_value(value, name, kind, where):
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise InputError(f"{where}: {name} value {value!r} is not a number")
+    try:
+        number = float(value)
+    except ValueError:
+        raise InputError(f"{where}: {name} value {value!r} is not a number") from None
+    if kind is int:
+        if not number.is_integer():
+            raise InputError(f"{where}: {name} value {value!r} must be an integer")
+        return int(number)
+    return number

@@ -1,10 +1,9 @@
 """`lpcache propagate`: cached features + first-frame masks -> a run folder of DAVIS masks."""
 import click
 
-from ..config import PRESETS, PropagationParams
+from ..config import PRECISIONS, PRESETS, PropagationParams
 from ..davis import parse_hw
 from ..errors import InputError
-from ..propagation.engine import PRECISIONS
 
 
 @click.command("propagate")

@@ -19,15 +19,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..config import PropagationParams
+from ..config import PRECISIONS, PropagationParams  # noqa: F401 (PRECISIONS re-exported)
 from ..davis import resize_mask_nearest
 from . import kernels
 from .labels import downsample_onehot, label_ids, upsample_argmax
 
 log = logging.getLogger(__name__)
 
-#: --precision choices: the dtype of the affinity products (top-k, softmax and labels stay float32).
-PRECISIONS = ("float32", "tf32", "float16", "bfloat16")
 _MATMUL_DTYPES = {"float32": torch.float32, "tf32": torch.float32, "float16": torch.float16,
                   "bfloat16": torch.bfloat16}
 

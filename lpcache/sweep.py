@@ -1,0 +1,515 @@
+"""`sweep(...)`: a grid of propagation settings over one or more feature caches, scored in memory.
+
+    grid = load_grid(path) / grid_from_options(path, temperature="0.05,0.1", ...)   -> SweepGrid
+    plan = plan_sweep(caches, davis_root, out_dir, grid, ...)                         -> SweepPlan (all checks)
+    result = sweep(caches, davis_root, out_dir, grid, ...)                            -> SweepResult
+
+Per (cache, video) one task: one `iter_propagate` call with every setting still missing; each setting's
+frame is scored with lpcache.metrics against the ground truth prepared once per frame (identical masks of
+different settings are scored once); the per-frame J/F of every setting go to a shard
+`<out>/shards/<backbone_id>/<seq>.json`, written atomically. A re-run reads the shards and computes only
+the (setting, video) pairs they lack. Tasks run in this process, with joblib over videos (`jobs`), or on a
+dask.distributed cluster (`backend="dask"`, `scheduler=ADDRESS`); caches, DAVIS root and output folder must
+then be on a filesystem every worker sees.
+
+Scores are combined exactly as `lpcache score` does (per-object statistics of the per-frame values in frame
+order, then plain means over objects in set order), so each setting's numbers equal `lpcache propagate` +
+`lpcache score` for that setting to the last bit.
+"""
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import time
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from . import metrics
+from .atomic import write_json_atomic
+from .cache import IDENTITY_ATTRS, CachedSequence, FeatureCache
+from .config import PropagationParams, SweepGrid
+from .davis import load_davis, parse_hw
+from .errors import InputError
+from .provenance import provenance
+
+log = logging.getLogger(__name__)
+
+SHARD_FORMAT = "lpcache.sweep-shard"
+SHARD_VERSION = 1
+BACKENDS = ("local", "dask")
+#: How long to wait for a dask scheduler to answer.
+DASK_CONNECT_TIMEOUT = "30s"
+
+
+# ----------------------------------------------------------------------------------------------- the grid
+def parse_values(text: str, option: str) -> List[str]:
+    """'0.05,0.1,0.7' -> ['0.05', '0.1', '0.7']; an empty item is an error."""
+    items = [item.strip() for item in str(text).split(",")]
+    if not any(items):
+        raise InputError(f"{option}: empty list")
+    if not all(items):
+        raise InputError(f"{option} {text!r}: empty item in the list")
+    return items
+
+
+def load_grid_mapping(path) -> Dict:
+    """The raw {key: values} of a TOML (.toml) or JSON (.json) grid file."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: grid file not found")
+    extension = os.path.splitext(path)[1].lower()
+    try:
+        if extension == ".toml":
+            import tomllib
+
+            with open(path, "rb") as handle:
+                mapping = tomllib.load(handle)
+        elif extension == ".json":
+            with open(path, encoding="utf-8") as handle:
+                mapping = json.load(handle)
+        else:
+            raise InputError(f"{path}: grid file must end in .toml or .json")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not a valid {extension[1:].upper()} file ({exc})") from None
+    if not isinstance(mapping, dict):
+        raise InputError(f"{path}: expected a table of lists (temperature, topk, radius, video_len)")
+    return mapping
+
+
+def load_grid(path) -> SweepGrid:
+    return SweepGrid.from_mapping(load_grid_mapping(path), where=os.fspath(path))
+
+
+def grid_from_options(grid_file=None, temperature=None, topk=None, radius=None, video_len=None) -> SweepGrid:
+    """A grid from a file and/or comma-separated lists; a list given on the command line replaces the file's."""
+    mapping = load_grid_mapping(grid_file) if grid_file else {}
+    where = os.fspath(grid_file) if grid_file else "command line"
+    options = {"temperature": temperature, "topk": topk, "radius": radius, "video_len": video_len}
+    if grid_file:
+        SweepGrid.from_mapping(mapping, where=where)  # unknown keys / bad values of the file, named as such
+    for key, text in options.items():
+        if text is not None:
+            mapping[key] = parse_values(text, "--" + key.replace("_", "-"))
+            where = "command line" if not grid_file else f"{grid_file} + command line"
+    if not mapping:
+        raise InputError("empty grid: give --grid FILE or at least one of --temperature, --topk, --radius, "
+                         "--video-len")
+    return SweepGrid.from_mapping(mapping, where=where)
+
+
+# ----------------------------------------------------------------------------------------------- planning
+@dataclasses.dataclass
+class VideoTask:
+    """One (cache, video) pass: settings to score (into the shard) and settings whose masks to save."""
+
+    backbone_id: str
+    cache_path: str
+    sequence: object                 # lpcache.davis.Sequence
+    frames: List[str]
+    first_mask: np.ndarray
+    out_hw: tuple
+    identity: Dict
+    shard_path: str
+    score: List[PropagationParams]
+    save: List[PropagationParams]
+    runs_dir: str                    # where saved result folders go
+    device: Optional[str]
+    precision: str
+    threads: Optional[int] = None
+
+    @property
+    def settings(self) -> List[PropagationParams]:
+        return list(dict.fromkeys(list(self.score) + list(self.save)))
+
+
+@dataclasses.dataclass
+class SweepPlan:
+    """Everything checked before work starts: caches, sequences, settings, tasks per (cache, video)."""
+
+    caches: List[FeatureCache]
+    sequences: list                  # lpcache.davis.Sequence, set order
+    settings: List[PropagationParams]
+    grid: SweepGrid
+    out_dir: str
+    davis_root: str
+    set_name: str
+    protocol: Dict
+    tasks: List[VideoTask]           # one per (cache, video), in cache then set order
+    out_size: Optional[tuple] = None
+
+    def shard_path(self, backbone_id, seq) -> str:
+        return shard_path(self.out_dir, backbone_id, seq)
+
+
+def shard_path(out_dir, backbone_id, seq) -> str:
+    return os.path.join(out_dir, "shards", backbone_id, seq + ".json")
+
+
+def runs_dir(out_dir) -> str:
+    return os.path.join(out_dir, "runs")
+
+
+def plan_sweep(caches: Sequence, davis_root, out_dir, grid: SweepGrid, set_name="val", sequences=None,
+               device=None, precision="float32", out_size=None, save_all=False, threads=None) -> SweepPlan:
+    """Check every input (grid, caches, protocols, sequences) and build the tasks; nothing is written."""
+    from .propagate import prepare_jobs
+    from .propagation.engine import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise InputError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    grid.validate()
+    settings = grid.settings()
+    if not caches:
+        raise InputError("no cache given (--cache)")
+    cache_list = [FeatureCache(c) for c in caches]
+    ids = [c.backbone_id for c in cache_list]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise InputError(f"{', '.join(duplicates)}: the same backbone id given twice (--cache)")
+    sequence_list = load_davis(davis_root, set_name, sequences)
+    if not sequence_list:
+        raise InputError(f"{davis_root}: no sequence selected")
+    out_size = parse_hw(out_size) if isinstance(out_size, str) else out_size
+    jobs_per_cache = [prepare_jobs(cache, sequence_list, settings, out_size) for cache in cache_list]
+    protocol = _common_protocol(cache_list, jobs_per_cache)
+    runs_root = runs_dir(out_dir)
+    tasks = []
+    for cache, jobs in zip(cache_list, jobs_per_cache):
+        for job in jobs:
+            name = job.sequence.name
+            identity = _task_identity(cache, job, precision)
+            path = shard_path(out_dir, cache.backbone_id, name)
+            done = done_settings(path, identity)
+            score = [p for p in settings if p.id not in done]
+            save = [p for p in settings if not _run_folder(runs_root, cache.backbone_id, p).is_done(name)] \
+                if save_all else []
+            tasks.append(VideoTask(cache.backbone_id, job.cache_path, job.sequence, job.frames, job.first_mask,
+                                   tuple(job.out_hw), identity, path, score, save, runs_root,
+                                   None if device is None else str(device), precision, threads))
+    return SweepPlan(cache_list, sequence_list, settings, grid, os.fspath(out_dir), os.fspath(davis_root),
+                     set_name, protocol, tasks, tuple(out_size) if out_size else None)
+
+
+def _common_protocol(cache_list, jobs_per_cache) -> Dict:
+    """The protocol / input size shared by every cache file; different ones are an InputError."""
+    seen = {}
+    for cache, jobs in zip(cache_list, jobs_per_cache):
+        for job in jobs:
+            input_hw = job.attrs.get("input_hw")
+            key = (job.attrs.get("protocol"), tuple(input_hw) if isinstance(input_hw, (list, tuple)) else input_hw)
+            seen.setdefault(key, job.cache_path)
+    if len(seen) > 1:
+        described = "; ".join(f"{path} has protocol {p!r}, input_hw {_as_list(hw)!r}" for (p, hw), path in seen.items())
+        raise InputError(f"caches of different protocols cannot be compared in one sweep: {described}")
+    (protocol, input_hw), = seen.keys()
+    return {"protocol": protocol, "input_hw": _as_list(input_hw)}
+
+
+def _as_list(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def _task_identity(cache, job, precision) -> Dict:
+    """What a shard's numbers depend on; a shard with another identity is recomputed."""
+    return {"backbone_id": cache.backbone_id, "cache_file": os.path.abspath(job.cache_path),
+            "cache_bytes": os.path.getsize(job.cache_path),
+            "cache_attrs": {k: _as_list(job.attrs.get(k)) for k in IDENTITY_ATTRS},
+            "annotations": os.path.abspath(job.sequence.annotation_dir), "frames": list(job.frames),
+            "out_hw": list(job.out_hw), "precision": precision}
+
+
+def _run_folder(runs_root, backbone_id, params):
+    """The result folder `<runs_root>/<backbone_id>__<params.id>` (lpcache.results layout)."""
+    from .results import RunFolder, run_id
+
+    return RunFolder(runs_root, run_id(params, backbone_id))
+
+
+# ----------------------------------------------------------------------------------------------- shards
+def read_shard(path) -> Optional[Dict]:
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            shard = json.load(handle)
+    except (OSError, ValueError) as exc:
+        log.warning("%s: unreadable shard (%s), recomputed", path, exc)
+        return None
+    if shard.get("format") != SHARD_FORMAT or shard.get("version") != SHARD_VERSION:
+        log.warning("%s: not a version-%d sweep shard, recomputed", path, SHARD_VERSION)
+        return None
+    return shard
+
+
+def done_settings(path, identity) -> Dict[str, Dict]:
+    """Settings already in the shard at `path` if it was made from the same inputs, else {}."""
+    shard = read_shard(path)
+    if shard is None:
+        return {}
+    if shard.get("identity") != identity:
+        log.warning("%s: made from other inputs (cache, frames or size changed), recomputed", path)
+        return {}
+    return shard.get("settings", {})
+
+
+def shard_arrays(entry: Dict):
+    """(J, F) float64 arrays of shape (n_objects, frames) of one setting's shard entry."""
+    return np.array(entry["J"], dtype=np.float64), np.array(entry["F"], dtype=np.float64)
+
+
+# ----------------------------------------------------------------------------------------------- one video
+def run_task(task: VideoTask) -> Dict:
+    """Propagate one video for all the task's settings; score and save as asked; update its shard.
+
+    Runs in a worker (joblib / dask) as well as in-process; returns a small summary dict.
+    """
+    import torch
+
+    previous_threads = torch.get_num_threads()
+    if task.threads:
+        torch.set_num_threads(task.threads)
+    try:
+        return _run_task(task)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run_task(task: VideoTask) -> Dict:
+    from .propagation.engine import iter_propagate
+    from .score import load_gt_sequence
+
+    started = time.perf_counter()
+    name = task.sequence.name
+    gt = load_gt_sequence(task.sequence, task.out_hw)
+    position = {frame: t for t, frame in enumerate(task.frames)}
+    missing = [f for f in gt.frame_ids if f not in position]
+    if missing:
+        raise InputError(f"{task.cache_path}: annotated frames {', '.join(missing[:3])} have no features")
+    evaluated = {position[f]: i for i, f in enumerate(gt.frame_ids)}
+    shape = (gt.n_objects, len(gt.frame_ids))
+    scores = {p: (np.empty(shape), np.empty(shape)) for p in task.score}
+    runs = {p: _run_folder(task.runs_dir, task.backbone_id, p) for p in task.save}
+    for run in runs.values():
+        run.start_sequence(name)
+    score_seconds = 0.0
+    with CachedSequence(task.cache_path) as cached:
+        for t, masks in iter_propagate(cached, task.first_mask, task.settings, task.out_hw,
+                                       device=task.device, precision=task.precision):
+            for params, run in runs.items():
+                run.write_frame(name, task.frames[t], masks[params])
+            if t in evaluated and scores:
+                tick = time.perf_counter()
+                _score_frame(masks, scores, evaluated[t], gt, task)
+                score_seconds += time.perf_counter() - tick
+    seconds = time.perf_counter() - started
+    for params, run in runs.items():
+        run.finish_sequence(name, {"frames": len(task.frames), "params": params.as_dict(),
+                                   "seconds": round(seconds, 3), "by": "lpcache.sweep"})
+    if scores:
+        _update_shard(task, gt, scores, seconds)
+    log.info("%s/%s: %d settings scored, %d saved in %.1f s (scoring %.1f s)", task.backbone_id, name,
+             len(task.score), len(task.save), seconds, score_seconds)
+    return {"backbone_id": task.backbone_id, "sequence": name, "scored": len(task.score),
+            "saved": len(task.save), "seconds": seconds, "score_seconds": score_seconds}
+
+
+def _score_frame(masks, scores, column, gt, task):
+    """J/F of every setting's mask of one evaluated frame; GT prepared once, equal masks scored once."""
+    prepared = metrics.prepare_gt_frame(gt.frames[column], gt.n_objects)
+    memo = {}
+    for params, (j, f) in scores.items():
+        ids = masks[params]
+        key = hashlib.blake2b(memoryview(np.ascontiguousarray(ids)).cast("B"), digest_size=16).digest()
+        if key not in memo:
+            try:
+                memo[key] = metrics.frame_scores_prepared(ids, prepared)
+            except ValueError as exc:
+                raise InputError(f"{task.cache_path}: {task.sequence.name} frame {gt.frame_ids[column]}: "
+                                 f"{exc}") from None
+        j[:, column], f[:, column] = memo[key]
+
+
+def _update_shard(task: VideoTask, gt, scores, seconds):
+    """Merge the new settings into the shard (kept only if made from the same inputs) and write it."""
+    old = read_shard(task.shard_path)
+    entries = old.get("settings", {}) if old and old.get("identity") == task.identity else {}
+    for params, (j, f) in scores.items():
+        entries[params.id] = {"params": params.as_dict(), "J": j.tolist(), "F": f.tolist()}
+    shard = {"format": SHARD_FORMAT, "version": SHARD_VERSION, "backbone_id": task.backbone_id,
+             "sequence": task.sequence.name, "identity": task.identity, "n_objects": gt.n_objects,
+             "frame_ids": gt.frame_ids, "settings": entries,
+             "provenance": provenance(kind="lpcache.sweep-shard", device=str(task.device or "auto"),
+                                      seconds=round(seconds, 3))}
+    write_json_atomic(task.shard_path, shard)
+
+
+# ----------------------------------------------------------------------------------------------- scheduling
+def run_tasks(tasks: Sequence[VideoTask], jobs=1, backend="local", scheduler=None, progress=True,
+              desc="sweep") -> List[Dict]:
+    """Run the tasks in-process, with joblib (jobs > 1), or on a dask.distributed cluster."""
+    tasks = sorted((t for t in tasks if t.settings), key=lambda t: -len(t.frames) * len(t.settings))
+    if not tasks:
+        return []
+    if backend not in BACKENDS:
+        raise InputError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    bar = tqdm(total=len(tasks), desc=desc, unit="video", disable=not progress)
+    try:
+        if backend == "dask":
+            return _run_dask(tasks, scheduler, bar)
+        if jobs == 1 or len(tasks) == 1:
+            out = []
+            for task in tasks:
+                out.append(run_task(task))
+                bar.update()
+            return out
+        from joblib import Parallel, delayed
+
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        for task in tasks:
+            task.threads = task.threads or threads
+        out = []
+        for summary in Parallel(n_jobs=jobs, return_as="generator_unordered")(delayed(run_task)(t) for t in tasks):
+            out.append(summary)
+            bar.update()
+        return out
+    finally:
+        bar.close()
+
+
+def _run_dask(tasks, scheduler, bar):
+    if not scheduler:
+        raise InputError("--backend dask needs --scheduler ADDRESS (e.g. tcp://host:8786)")
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise InputError("--backend dask: the 'distributed' package is not installed (pip install "
+                         "'dask[distributed]')") from None
+    try:
+        client = Client(scheduler, timeout=DASK_CONNECT_TIMEOUT)
+    except (OSError, TimeoutError) as exc:
+        raise InputError(f"--scheduler {scheduler}: cannot connect to the dask scheduler ({exc})") from None
+    try:
+        futures = client.map(run_task, tasks, pure=False)
+        out = []
+        for future in as_completed(futures):
+            out.append(future.result())
+            bar.update()
+        return out
+    finally:
+        client.close()
+
+
+# ----------------------------------------------------------------------------------------------- results
+@dataclasses.dataclass
+class SweepResult:
+    """Global table (one row per backbone and setting) and per-object rows, full precision."""
+
+    rows: List[Dict]
+    per_object: List[Dict]
+    sequences: List[str]
+    grid: SweepGrid
+    backbones: List[str]
+    protocol: Dict
+
+    def best(self, backbone: str, n=1) -> List[Dict]:
+        """The n best rows of one backbone by J&F-Mean (ties: grid order)."""
+        rows = [r for r in self.rows if r["backbone"] == backbone]
+        return sorted(rows, key=lambda r: -r["J&F-Mean"])[:n]
+
+
+def collect(plan: SweepPlan) -> SweepResult:
+    """Combine the shards of every (cache, video) into the sweep's tables, as `lpcache score` would."""
+    rows, per_object = [], []
+    for cache in plan.caches:
+        shards = {}
+        for sequence in plan.sequences:
+            path = plan.shard_path(cache.backbone_id, sequence.name)
+            shard = read_shard(path)
+            if shard is None:
+                raise InputError(f"{path}: shard missing after the sweep")
+            shards[sequence.name] = shard
+        for params in plan.settings:
+            object_rows = []
+            for sequence in plan.sequences:
+                entry = shards[sequence.name]["settings"].get(params.id)
+                if entry is None:
+                    raise InputError(f"{plan.shard_path(cache.backbone_id, sequence.name)}: setting {params.id} "
+                                     "missing after the sweep")
+                object_rows.extend(metrics.sequence_rows(sequence.name, *shard_arrays(entry)))
+            base = {"backbone": cache.backbone_id, "setting": params.id, **params.as_dict()}
+            rows.append({**base, **metrics.global_statistics(object_rows)})
+            for row in object_rows:
+                per_object.append({**base, "object": row.key, **row.as_dict()})
+    return SweepResult(rows, per_object, [s.name for s in plan.sequences], plan.grid,
+                       [c.backbone_id for c in plan.caches], plan.protocol)
+
+
+# ----------------------------------------------------------------------------------------------- the whole
+def sweep(caches: Sequence, davis_root, out_dir, grid: SweepGrid, set_name="val", sequences=None, jobs=1,
+          backend="local", scheduler=None, device=None, precision="float32", out_size=None, save_best=0,
+          save_all=False, threads=None, progress=True) -> SweepResult:
+    """Run (or resume) a sweep and write its CSVs, leaderboard, plots and sweep.json into out_dir."""
+    from . import report
+
+    started = time.perf_counter()
+    if backend not in BACKENDS:
+        raise InputError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    if backend == "dask" and not scheduler:
+        raise InputError("--backend dask needs --scheduler ADDRESS (e.g. tcp://host:8786)")
+    if save_best < 0:
+        raise InputError(f"--save-best {save_best}: must be 0 or more")
+    plan = plan_sweep(caches, davis_root, out_dir, grid, set_name, sequences, device, precision, out_size,
+                      save_all, threads)
+    skipped = sum(len(plan.settings) - len(t.score) for t in plan.tasks)
+    log.info("%d settings x %d videos x %d caches; %d (setting, video) pairs already done", len(plan.settings),
+             len(plan.sequences), len(plan.caches), skipped)
+    os.makedirs(out_dir, exist_ok=True)
+    if save_all:
+        _write_run_jsons(plan, {c.backbone_id: plan.settings for c in plan.caches}, device, precision)
+    summaries = run_tasks(plan.tasks, jobs, backend, scheduler, progress)
+    result = collect(plan)
+    saved = _save_best(plan, result, save_best, jobs, backend, scheduler, device, precision, threads, progress)
+    seconds = time.perf_counter() - started
+    record = provenance(kind="lpcache.sweep", caches=[os.path.abspath(c.root) for c in plan.caches],
+                        davis_root=os.path.abspath(davis_root), set=set_name, sequences=result.sequences,
+                        grid=grid.as_dict(), settings=[p.id for p in plan.settings], protocol=plan.protocol,
+                        device=str(device or "auto"), precision=precision, backend=backend, jobs=jobs,
+                        videos_run=len(summaries), pairs_reused=skipped, saved_runs=saved,
+                        seconds=round(seconds, 3))
+    report.write_report(result, out_dir, record)
+    return result
+
+
+def _write_run_jsons(plan, settings_by_backbone, device, precision):
+    """run.json of each saved run folder, in the form `lpcache propagate` writes and checks."""
+    for cache in plan.caches:
+        attrs = next(t.identity["cache_attrs"] for t in plan.tasks if t.backbone_id == cache.backbone_id)
+        for params in settings_by_backbone[cache.backbone_id]:
+            run = _run_folder(runs_dir(plan.out_dir), cache.backbone_id, params)
+            identity = {"params": params.as_dict(), "backbone_id": cache.backbone_id, "cache_attrs": attrs,
+                        "out_size": list(plan.out_size) if plan.out_size else None}
+            record = run.read_run_json() or {}
+            record.update(provenance(kind="lpcache.sweep", identity=identity, cache_dir=os.path.abspath(cache.root),
+                                     davis_root=os.path.abspath(plan.davis_root), set=plan.set_name,
+                                     device=str(device or "auto"), precision=precision))
+            os.makedirs(run.root, exist_ok=True)
+            run.write_run_json(record)
+
+
+def _save_best(plan, result, count, jobs, backend, scheduler, device, precision, threads, progress) -> List[str]:
+    """Second pass: write DAVIS result folders for the `count` best settings of each backbone."""
+    if not count:
+        return []
+    chosen = {b: [PropagationParams(r["temperature"], r["topk"], r["radius"], r["video_len"])
+                  for r in result.best(b, count)] for b in result.backbones}
+    tasks = []
+    for task in plan.tasks:
+        save = [p for p in chosen[task.backbone_id]
+                if not _run_folder(runs_dir(plan.out_dir), task.backbone_id, p).is_done(task.sequence.name)]
+        tasks.append(dataclasses.replace(task, score=[], save=save))
+    _write_run_jsons(plan, chosen, device, precision)
+    run_tasks(tasks, jobs, backend, scheduler, progress, desc="save best")
+    return [_run_folder(runs_dir(plan.out_dir), b, p).root for b, ps in chosen.items() for p in ps]
