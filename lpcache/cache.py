@@ -13,7 +13,7 @@ from typing import Dict, Iterator, List, Optional
 import h5py
 import numpy as np
 
-from .atomic import partial_path, write_json_atomic
+from .atomic import partial_path, remove_stale_partials, write_json_atomic
 from .errors import InputError
 
 FORMAT = "lpcache.features"
@@ -87,6 +87,7 @@ class SequenceWriter:
             raise InputError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
         os.makedirs(backbone_dir, exist_ok=True)
         self.path = os.path.join(backbone_dir, seq + SUFFIX)
+        remove_stale_partials(self.path)  # left by a killed run; a live concurrent writer's file is kept
         self.tmp_path = partial_path(self.path)
         self.n_frames = len(frames)
         self.written = 0

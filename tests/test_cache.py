@@ -82,3 +82,16 @@ def test_feature_cache_manifest_and_differences(tmp_path):
     assert diffs == ["protocol: cache has 'seed', request has 'native'"]
     with pytest.raises(InputError, match="not in the cache"):
         fc.open("zzz")
+
+
+def test_stale_partial_of_a_dead_writer_is_removed_live_one_kept(tmp_path):
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f"seq.h5.{dead.pid}-deadbeef.partial"
+    stale.write_bytes(b"half")
+    live = tmp_path / f"seq.h5.{os.getppid()}-cafecafe.partial"  # a running process's file
+    live.write_bytes(b"busy")
+    cache.write_sequence(str(tmp_path), "seq", _feats(), ["a", "b", "c"])
+    assert sorted(os.listdir(tmp_path)) == sorted(["seq.h5", live.name])

@@ -116,7 +116,7 @@ def test_sigkill_during_extract_then_resume(data, tmp_path):
         if not folder.is_dir():
             return False
         names = os.listdir(folder)
-        return any(n.endswith(".h5") for n in names) and any(n.endswith(".h5.partial") for n in names)
+        return any(n.endswith(".h5") for n in names) and any(".h5." in n and n.endswith(".partial") for n in names)
 
     args = ["extract", "--davis", davis, "--cache", cache, "--protocol", "native", "--num-workers", 0,
             "--batch-size", 1]
