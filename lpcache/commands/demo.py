@@ -1,6 +1,8 @@
 """`lpcache demo`: the whole pipeline offline on efficientnet_lite0, on synthetic or real DAVIS data."""
 import click
 
+from . import split_names
+
 
 @click.command("demo")
 @click.option("--davis", "davis_root", default=None, type=click.Path(),
@@ -16,7 +18,7 @@ def command(davis_root, sequences, workdir, protocol, device, progress):
     """Extract, propagate and score with efficientnet_lite0; print the J&F table."""
     from ..pipeline import demo
 
-    names = [s.strip() for s in sequences.split(",") if s.strip()] if sequences else None
+    names = split_names(sequences)
     result = demo(davis_root, names, workdir, device=device, protocol=protocol, progress=progress)
     click.echo(result.table)
     data = "synthetic data" if davis_root is None else result.davis_root

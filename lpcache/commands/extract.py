@@ -1,6 +1,8 @@
 """`lpcache extract`: backbone features of DAVIS sequences into the HDF5 cache."""
 import click
 
+from . import split_names
+
 
 @click.command("extract")
 @click.option("--davis", "davis_root", type=click.Path(), help="DAVIS root (JPEGImages/480p, ImageSets/2017).")
@@ -26,7 +28,7 @@ def command(davis_root, set_name, backbone, checkpoint, random_init, cache_dir, 
     """Extract features of DAVIS sequences into CACHE/<backbone_id>/<seq>.h5 (resumable)."""
     from ..extract import extract
 
-    names = [s.strip() for s in sequences.split(",") if s.strip()] if sequences else None
+    names = split_names(sequences)
     result = extract(davis_root=davis_root, cache_dir=cache_dir, backbone=backbone, checkpoint=checkpoint,
                      set_name=set_name, filelist=filelist, sequences=names, protocol=protocol, dtype=dtype,
                      batch_size=batch_size, device=device, amp=amp, force=force, num_workers=num_workers,

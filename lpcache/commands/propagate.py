@@ -1,6 +1,8 @@
 """`lpcache propagate`: cached features + first-frame masks -> a run folder of DAVIS masks."""
 import click
 
+from . import split_names
+
 from ..config import PRECISIONS, PRESETS, PropagationParams
 from ..davis import parse_hw
 from ..errors import InputError
@@ -34,7 +36,7 @@ def command(cache_dir, davis_root, out_dir, set_name, sequences, preset, tempera
     if preset and explicit:
         raise InputError(f"--preset {preset} cannot be combined with --{', --'.join(k.replace('_', '-') for k in explicit)}")
     params = PRESETS[preset] if preset else PropagationParams(**explicit)
-    names = [s.strip() for s in sequences.split(",") if s.strip()] if sequences else None
+    names = split_names(sequences)
     run_dir = propagate(cache_dir, davis_root, out_dir, params.validate(), set_name=set_name, sequences=names,
                         device=device, precision=precision, score=score,
                         out_size=parse_hw(out_size) if out_size else None, jobs=jobs, progress=progress)

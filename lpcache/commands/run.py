@@ -1,6 +1,8 @@
 """`lpcache run`: extract (if not cached) -> propagate, or sweep when several values are given -> score."""
 import click
 
+from . import split_names
+
 from ..config import PRECISIONS
 
 
@@ -37,7 +39,7 @@ def command(davis_root, workdir, set_name, sequences, backbone, checkpoint, rand
 
     values = (temperature, topk, radius, video_len)
     grid = grid_from_options(grid_file, *values) if grid_file or any(v is not None for v in values) else None
-    names = [s.strip() for s in sequences.split(",") if s.strip()] if sequences else None
+    names = split_names(sequences)
     result = run_pipeline(davis_root, workdir, backbone=backbone, checkpoint=checkpoint, random_init=random_init,
                           set_name=set_name, sequences=names, protocol=protocol, dtype=dtype, batch_size=batch_size,
                           num_workers=num_workers, device=device, grid=grid, precision=precision, jobs=jobs,

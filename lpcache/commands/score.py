@@ -1,6 +1,8 @@
 """`lpcache score`: official DAVIS 2017 semi-supervised J&F of a results folder (always recomputed)."""
 import click
 
+from . import split_names
+
 from ..davis import parse_hw
 
 
@@ -24,7 +26,7 @@ def command(davis_root, results_dir, set_name, sequences, jobs, gt_size, out_dir
     """Score predicted masks exactly like the official davis2017-evaluation (semi-supervised)."""
     from .. import score as scoring
 
-    names = [s.strip() for s in sequences.split(",") if s.strip()] if sequences else None
+    names = split_names(sequences)
     size = parse_hw(gt_size) if gt_size else None
     result = scoring.score(davis_root, results_dir, set_name=set_name, sequences=names, gt_size=size, jobs=jobs,
                            progress=progress, keep_per_frame=per_frame)

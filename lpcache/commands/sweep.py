@@ -1,6 +1,8 @@
 """`lpcache sweep`: a grid of propagation settings over one or more caches, scored in memory; a leaderboard."""
 import click
 
+from . import split_names
+
 
 @click.command("sweep")
 @click.option("--cache", "caches", multiple=True, required=True, type=click.Path(),
@@ -37,7 +39,7 @@ def command(caches, davis_root, out_dir, set_name, sequences, grid_file, tempera
     from ..sweep import grid_from_options, sweep
 
     grid = grid_from_options(grid_file, temperature, topk, radius, video_len)
-    names = [s.strip() for s in sequences.split(",") if s.strip()] if sequences else None
+    names = split_names(sequences)
     result = sweep(list(caches), davis_root, out_dir, grid, set_name=set_name, sequences=names, jobs=jobs,
                    backend=backend, scheduler=scheduler, device=device, precision=precision, out_size=out_size,
                    save_best=save_best, save_all=save_all, threads=threads, progress=progress)
