@@ -10,6 +10,10 @@ Printed: frames/s of each, write / forward (what writing would add if it were no
 pipeline's overhead over forward alone, (pipeline - forward) / forward.
 
     python benchmarks/bench_extract.py --davis ../shared/data/davis2016-val [--frames 48] [--num-workers 2]
+    python benchmarks/bench_extract.py --device cuda --amp --sequence blackswan   # GPU, autocast forward
+
+On CUDA, forward passes are warmed up with one full batch (cuDNN algorithm choice) before timing; every
+timed forward ends with the copy to the host, so its clock already waits for the GPU.
 """
 import argparse
 import os
@@ -44,7 +48,7 @@ def subset_root(davis_root, sequence, n_frames, folder):
     return folder
 
 
-def bench(backbone, root, sequence, n_frames, batch_size, num_workers, device):
+def bench(backbone, root, sequence, n_frames, batch_size, num_workers, device, amp=False):
     model, spec, _ = create(backbone, random_init=backbone != "efficientnet_lite0")
     model = model.to(device)
     paths = [os.path.join(root, "JPEGImages", "480p", sequence, f"{t:05d}.jpg") for t in range(n_frames)]
@@ -52,8 +56,11 @@ def bench(backbone, root, sequence, n_frames, batch_size, num_workers, device):
     frames = [torch.from_numpy(prepare_frame(p, "seed", spec.stride)) for p in paths]
     decode = time.perf_counter() - started
 
-    forward = BatchForward(model, spec, device)
-    forward(torch.stack(frames[:1]))  # warm-up
+    forward = BatchForward(model, spec, device, amp)
+    on_cuda = torch.device(device).type == "cuda"
+    forward(torch.stack(frames[:batch_size if on_cuda else 1]))  # warm-up
+    if on_cuda:
+        torch.cuda.synchronize(device)
     forward.seconds = 0.0
     feats = [forward(torch.stack(frames[i:i + batch_size])) for i in range(0, n_frames, batch_size)]
     forward_s = forward.seconds
@@ -67,9 +74,10 @@ def bench(backbone, root, sequence, n_frames, batch_size, num_workers, device):
         write_s = time.perf_counter() - started
         result = extract(davis_root=root, cache_dir=os.path.join(tmp, "cache"), backbone=backbone,
                          random_init=backbone != "efficientnet_lite0", batch_size=batch_size,
-                         num_workers=num_workers, device=device, progress=False)
+                         num_workers=num_workers, device=device, amp=amp, progress=False)
     pipeline_s = result.loop_seconds  # the frame loop; model build and checks excluded
-    print(f"{backbone:20s} frames {n_frames}  batch {batch_size}  workers {num_workers}  device {device}")
+    print(f"{backbone:20s} frames {n_frames}  batch {batch_size}  workers {num_workers}  device {device}"
+          + ("  amp" if forward.amp else ""))
     print(f"  decode   {n_frames / decode:7.2f} frames/s  ({decode / n_frames * 1000:.0f} ms/frame, serial)")
     print(f"  forward  {n_frames / forward_s:7.2f} frames/s")
     print(f"  write    {n_frames / write_s:7.2f} frames/s  -> write / forward = {write_s / forward_s:.1%}")
@@ -88,12 +96,16 @@ def main():
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--backbones", default="efficientnet_lite0,imagenet18")
+    parser.add_argument("--amp", action="store_true", help="autocast the forward pass (CUDA only)")
     args = parser.parse_args()
     print(f"torch threads {torch.get_num_threads()}, CPUs {os.cpu_count()}")
+    if torch.device(args.device).type == "cuda":
+        print(f"device {args.device}: {torch.cuda.get_device_name(torch.device(args.device))}, torch {torch.__version__}")
     with tempfile.TemporaryDirectory() as tmp:
         root = subset_root(args.davis, args.sequence, args.frames, os.path.join(tmp, "davis"))
         for backbone in args.backbones.split(","):
-            bench(backbone, root, args.sequence, args.frames, args.batch_size, args.num_workers, args.device)
+            bench(backbone, root, args.sequence, args.frames, args.batch_size, args.num_workers, args.device,
+                  args.amp)
 
 
 if __name__ == "__main__":

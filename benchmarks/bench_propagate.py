@@ -30,18 +30,28 @@ from lpcache.config import PropagationParams  # noqa: E402
 from lpcache.davis import parse_hw  # noqa: E402
 from lpcache.propagation import iter_propagate  # noqa: E402
 from lpcache.propagation.labels import downsample_onehot, label_ids, upsample_argmax  # noqa: E402
-from seed_baseline import seed_propagate  # noqa: E402
+from seed_baseline import seed_propagate, synchronize  # noqa: E402
 
 OUT_HW = (480, 880)
 
 
-def gemm_rate(size=4096, repeats=3):
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def gemm_rate(size=4096, repeats=3, device="cpu"):
+    """float32 torch.mm GFLOP/s on `device` (on CUDA: TF32 as torch.backends.cuda.matmul.allow_tf32 says)."""
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
     torch.mm(a, b)
+    synchronize(device)
     started = time.perf_counter()
     for _ in range(repeats):
         torch.mm(a, b)
+    synchronize(device)
     return 2 * size ** 3 * repeats / (time.perf_counter() - started) / 1e9
+
+
+def device_name(device):
+    """The accelerator's name (e.g. 'NVIDIA H100 80GB HBM3'), or the device string."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(torch.device(device))
+    return str(device)
 
 
 def first_mask():
@@ -131,7 +141,14 @@ def main():
     rng = np.random.default_rng(0)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpu count {os.cpu_count()}, "
           f"load average {os.getloadavg()[0]:.2f}")
-    print(f"float32 GEMM rate (torch.mm 4096^2): {gemm_rate():.1f} GFLOP/s")
+    if torch.device(args.device).type == "cpu":
+        print(f"float32 GEMM rate (torch.mm 4096^2): {gemm_rate():.1f} GFLOP/s")
+    else:
+        repeats = 20 if torch.device(args.device).type == "cuda" else 3
+        print(f"device {args.device}: {device_name(args.device)}")
+        print(f"float32 GEMM rate on {args.device} (torch.mm 4096^2, TF32 "
+              f"{'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'}): "
+              f"{gemm_rate(repeats=repeats, device=args.device):.1f} GFLOP/s")
     with tempfile.TemporaryDirectory() as tmp:
         frames = max(args.frames, params.video_len + args.baseline_frames + 1)
         feats = rng.normal(size=(frames, grid_hw[0], grid_hw[1], args.channels)).astype(np.float32)
@@ -148,9 +165,11 @@ def main():
         ids = label_ids(mask)
         soft = torch.from_numpy(downsample_onehot(mask, ids, grid_hw)).reshape(-1, len(ids))
         targets = list(range(params.video_len + 1, params.video_len + 1 + args.baseline_frames))
+        if torch.device(args.device).type != "cpu":  # warm-up (kernel selection, allocator) outside the clock
+            seed_propagate(unit, soft, params, targets[:1], grid_hw, OUT_HW, device=args.device)
         cpu_started = time.process_time()
         seconds, _ = seed_propagate(unit, soft, params, targets, grid_hw, OUT_HW,
-                                    upsample=lambda s, hw: upsample_argmax(s, ids, hw))
+                                    upsample=lambda s, hw: upsample_argmax(s, ids, hw), device=args.device)
         seed_per_frame = seconds / len(targets)
         seed_cpu = (time.process_time() - cpu_started) / len(targets)
         print(f"seed structure {args.grid}x{args.channels}: {len(targets)} steady targets in {seconds:.2f} s: "

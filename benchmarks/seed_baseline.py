@@ -7,19 +7,22 @@ added to the short-term slots; / tau; top-k; softmax; results moved to the host;
 loop (gather + weighted sum, soft labels fed back) and the cv2 up-sampling + argmax.
 It is deliberately not optimised. `seed_propagate(feats, first_soft, params, targets)` runs only the given
 target frames (the seed is slow), which must be consecutive from 1 or have their context labels supplied.
+On `device` (e.g. cuda) the features, bias and affinities live there; top-k results go to the host as in the
+seed, and the clock is read after torch.cuda.synchronize().
 """
 import time
 
 import torch
 
 
-def dense_radius_bias(grid_hw, radius):
-    """(hw, hw) float32: 0 where the grid distance is strictly below radius, -1e10 elsewhere."""
+def dense_radius_bias(grid_hw, radius, device="cpu"):
+    """(hw, hw) float32 on `device`: 0 where the grid distance is strictly below radius, -1e10 elsewhere."""
     h, w = grid_hw
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32, device=device),
+                            torch.arange(w, dtype=torch.float32, device=device), indexing="ij")
     pos = torch.stack([ys.reshape(-1), xs.reshape(-1)], 1)
     dist = torch.cdist(pos, pos)
-    return torch.where(dist < radius, torch.tensor(0.0), torch.tensor(-1e10))
+    return torch.where(dist < radius, torch.tensor(0.0, device=device), torch.tensor(-1e10, device=device))
 
 
 def seed_affinity(feats, targets, params, bias, batch=2, chunk=100):
@@ -59,16 +62,24 @@ def seed_label_loop(affinity, labels, targets):
     return labels
 
 
-def seed_propagate(feats, first_soft, params, targets, grid_hw, out_hw, upsample=None):
-    """Time the seed structure on `targets`; returns (seconds, {t: soft (hw, K+1)})."""
-    feats = torch.as_tensor(feats, dtype=torch.float32)
+def synchronize(device):
+    """Wait for queued CUDA work (a no-op on other devices), so that clocks read after it are right."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seed_propagate(feats, first_soft, params, targets, grid_hw, out_hw, upsample=None, device="cpu"):
+    """Time the seed structure on `targets` (affinities on `device`); returns (seconds, {t: soft (hw, K+1)})."""
+    feats = torch.as_tensor(feats, dtype=torch.float32).to(device)
     feats = feats.reshape(feats.shape[0], -1, feats.shape[-1]).permute(0, 2, 1).contiguous()   # (N, C, hw)
+    synchronize(device)
     started = time.perf_counter()
-    bias = dense_radius_bias(grid_hw, params.radius)
+    bias = dense_radius_bias(grid_hw, params.radius, device)
     affinity = seed_affinity(feats, list(targets), params, bias)
     labels = {0: first_soft}
     labels = seed_label_loop(affinity, labels, list(targets))
     if upsample is not None:
         for t in targets:
             upsample(labels[t].numpy().reshape(grid_hw[0], grid_hw[1], -1), out_hw)
+    synchronize(device)
     return time.perf_counter() - started, labels

@@ -9,6 +9,7 @@ backbone_id: `<backbone>-<protocol>`, plus `-<first 8 hex of the checkpoint sha2
 file is given explicitly, or `-random` for random weights (tests, benchmarks); the embedded default
 checkpoint of `efficientnet_lite0` adds nothing. `timm:<model>` becomes `timm-<model>`.
 """
+import contextlib
 import dataclasses
 import logging
 import os
@@ -271,7 +272,7 @@ class BatchForward:
         while start < x.shape[0]:
             chunk = x[start:start + limit]
             try:
-                with torch.autocast(self.device.type, enabled=self.amp):
+                with torch.autocast(self.device.type, enabled=self.amp), _exact_float32(self.device, not self.amp):
                     y = self.model(chunk)
             except torch.cuda.OutOfMemoryError:
                 if limit == 1:
@@ -286,6 +287,21 @@ class BatchForward:
         result = torch.cat(outputs).numpy()
         self.seconds += time.perf_counter() - started
         return result
+
+
+@contextlib.contextmanager
+def _exact_float32(device, enabled):
+    """On CUDA, float32 convolutions and matrix products without TF32 (on by default for cuDNN), so float32
+    features match the CPU's to ~1e-6; --amp is the fast option."""
+    if not enabled or device.type != "cuda":
+        yield
+        return
+    previous = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = previous
 
 
 def _run_frames(todo, spec, protocol, forward, writer, batch_size, num_workers, device, desc, progress) -> int:

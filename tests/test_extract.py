@@ -163,13 +163,15 @@ def test_real_extract_killed_and_resumed(davis_root, tmp_path):
     root = real_subset(davis_root, tmp_path / "davis", ["car-shadow", "motocross-jump"], 12)
     cache = tmp_path / "cache"
     args = ["--davis", root, "--cache", str(cache), "--sequences", "car-shadow,motocross-jump",
-            "--backbone", "efficientnet_lite0", "--batch-size", "4"]
+            "--backbone", "efficientnet_lite0", "--batch-size", "4", "--device", "cpu"]   # slow enough to kill
     folder = cache / "efficientnet_lite0-seed"
     proc = _run_cli(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not (folder / "car-shadow.h5").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.1)
-    time.sleep(0.5)  # into the second sequence
+        time.sleep(0.01)
+    second_started = time.time() + 0.5   # kill inside the second sequence: once its .partial exists (fast machines)
+    while not list(folder.glob("motocross-jump.h5.*.partial")) and time.time() < second_started:
+        time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert (folder / "car-shadow.h5").exists() and not (folder / "motocross-jump.h5").exists()

@@ -14,7 +14,7 @@ def test_reach(radius, expected):
 def test_radius_18_has_1005_positions_on_an_open_grid():
     plan = kernels.plan_tiles((40, 40), [18.0], (1, 1))
     centre = [t for t in plan.tiles if t.rows == (20, 21) and t.cols == (20, 21)][0]
-    assert int((centre.bias[18.0] == 0).sum()) == 1005
+    assert int((~centre.outside[18.0]).sum()) == 1005
 
 
 @pytest.mark.parametrize("grid,radii,tile", [((9, 13), [2.0, 3.5], (2, 5)), ((7, 6), [18.0], None),
@@ -28,7 +28,7 @@ def test_plan_covers_every_query_once_with_every_in_radius_key(grid, radii, tile
     for t in plan.tiles:
         assert t.key_index.numel() == (t.key_rows[1] - t.key_rows[0]) * (plan.blocks[t.block][1] - plan.blocks[t.block][0])
         for radius in radii:
-            inside = (t.bias[radius] == 0).numpy()
+            inside = (~t.outside[radius]).numpy()
             for row, q in enumerate(t.query_index.tolist()):
                 dist2 = (ys - ys[q]) ** 2 + (xs - xs[q]) ** 2
                 want = set(np.flatnonzero(dist2 < radius * radius).tolist())
@@ -36,7 +36,7 @@ def test_plan_covers_every_query_once_with_every_in_radius_key(grid, radii, tile
                 assert got == want
 
 
-def test_window_scores_equal_dense_products_plus_bias():
+def test_window_scores_equal_dense_products_masked_outside_the_radius():
     torch.manual_seed(0)
     plan = kernels.plan_tiles((6, 8), [2.5], (3, 4))
     frames = torch.randn(3, 6, 8, 5)
@@ -45,9 +45,9 @@ def test_window_scores_equal_dense_products_plus_bias():
         kx0, kx1 = plan.blocks[t.block]
         queries = frames[0, y0:y1, x0:x1].reshape(-1, 5)
         keys = frames[1:, ky0:ky1, kx0:kx1].reshape(2, -1, 5)
-        got = kernels.window_scores(queries, keys, t.bias[2.5])
+        got = kernels.window_scores(queries, keys, t.outside[2.5])
         dense = torch.einsum("mc,nc->mn", queries, frames[1].reshape(-1, 5))
-        want = dense[:, t.key_index] + t.bias[2.5]
+        want = dense[:, t.key_index].masked_fill(t.outside[2.5], float("-inf"))
         torch.testing.assert_close(got[0], want, rtol=1e-6, atol=1e-6)
 
 
@@ -75,5 +75,55 @@ def test_choose_tile_prefers_small_tiles_on_large_grids():
     tile = kernels.choose_tile((60, 110), 18)
     assert tile[0] * tile[1] <= 256
     assert kernels.window_products((60, 110), 18, tile) < 0.3 * (60 * 110) ** 2
+    on_gpu = kernels.choose_tile((60, 110), 18, 256, "cuda")   # launch-bound: few big tiles
+    assert on_gpu[0] * on_gpu[1] >= 16 * tile[0] * tile[1]
     plan = kernels.plan_tiles((20, 30), [5.0], (4, 8))
     assert plan.computed_products == kernels.window_products((20, 30), 5.0, (4, 8))
+
+
+@pytest.mark.parametrize("channels", [6, 40, 256, 384])
+def test_screen_margin_bounds_the_bfloat16_product_error(channels):
+    """Random, near-duplicate and all-positive unit vectors: |bf16 product - float64 product| <= margin."""
+    torch.manual_seed(channels)
+    queries = torch.randn(300, channels)
+    cases = [torch.randn(400, channels), queries + 0.01 * torch.randn(300, channels),
+             torch.rand(300, channels), queries.abs()]
+    queries = queries / queries.norm(dim=1, keepdim=True)
+    for keys in cases:
+        keys = keys / keys.norm(dim=1, keepdim=True)
+        for q in (queries, queries.abs() / queries.abs().norm(dim=1, keepdim=True)):
+            exact = q.double() @ keys.double().t()
+            approx = torch.mm(q.bfloat16(), keys.bfloat16().t()).double()
+            margin = kernels.screen_margin(channels, float(q.norm(dim=1).max()), float(keys.norm(dim=1).max()))
+            assert float((approx - exact).abs().max()) <= margin
+    assert 0.0115 < kernels.screen_margin(256, 1.0, 1.0) < 0.0125
+
+
+def test_compact_topk_equals_topk_of_the_dense_rows():
+    torch.manual_seed(1)
+    dense = torch.full((6, 9), float("-inf"))
+    keep = torch.rand(6, 9) < 0.4
+    keep[2] = False                    # an empty row
+    keep[4] = True                     # a full row
+    dense[keep] = torch.randn(int(keep.sum()))
+    rows, cols = keep.nonzero(as_tuple=True)
+    values, picked = kernels.compact_topk(dense[rows, cols], rows, cols, 6, 3)
+    want_values, want_cols = kernels.topk_padded(dense, 3)
+    assert torch.equal(values, want_values)
+    finite = torch.isfinite(values)
+    assert torch.equal(picked[finite], want_cols[finite])
+
+
+def test_exact_pair_scores_are_the_float32_dot_products():
+    torch.manual_seed(2)
+    queries, keys = torch.randn(5, 7), torch.randn(3, 11, 7)
+    slot, key_col, query_row = torch.tensor([0, 2, 1, 2]), torch.tensor([3, 10, 0, 4]), torch.tensor([4, 0, 1, 1])
+    got = kernels.exact_pair_scores(queries, keys, slot, query_row, key_col, chunk=3)
+    want = torch.stack([queries[q] @ keys[s, k] for s, k, q in zip(slot, key_col, query_row)])
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_screen_floor_is_infinite_outside_the_radius():
+    outside = torch.tensor([[False, True], [True, False]])
+    floor = kernels.screen_floor(torch.tensor([0.5, 0.25]), outside, 0.125)
+    assert floor.tolist() == [[0.375, float("inf")], [float("inf"), 0.125]]

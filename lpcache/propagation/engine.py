@@ -114,21 +114,31 @@ class _Affinity:
     target are one contiguous run of slots: 0..t-1 while t <= Lmax, else 1..Lmax.
     """
 
-    def __init__(self, grid_hw, channels, radii, kmax, max_len, device, precision, tile_hw=None):
+    def __init__(self, grid_hw, channels, radii, kmax, max_len, device, precision, tile_hw=None, screen=None):
         self.grid_hw = grid_hw
         self.hw = grid_hw[0] * grid_hw[1]
+        self.channels = channels
         self.kmax = kmax
         self.max_len = max_len
         self.device = device
         self.dtype = _MATMUL_DTYPES[precision]
-        self.plan = kernels.plan_tiles(grid_hw, radii, tile_hw or kernels.choose_tile(grid_hw, max(radii), channels),
-                                       device, self.dtype)
-        self.store = [torch.empty((max_len + 1, grid_hw[0], x1 - x0, channels), dtype=self.dtype, device=device)
-                      for x0, x1 in self.plan.blocks]
+        if screen is None:
+            screen = kernels.bf16_is_fast(device)
+        self.screen = bool(screen) and precision == "float32"
+        self.first_rank = min(self.hw, max(kmax, kernels.REFERENCE_RANK)) if self.screen else kmax
+        tile_hw = tile_hw or kernels.choose_tile(grid_hw, max(radii), channels, device)
+        self.plan = kernels.plan_tiles(grid_hw, radii, tile_hw, device)
+        self.store = self._new_store(self.dtype)
+        self.screen_store = self._new_store(torch.bfloat16) if self.screen else None
+        self.max_key_norm = 0.0
         self.slot_frames = [None] * (max_len + 1)
         self.order = self.plan.position_order
         self.first_t = None              # frame 0 as (C, hw), for the unrestricted slot
         self.seconds = 0.0
+
+    def _new_store(self, dtype):
+        return [torch.empty((self.max_len + 1, self.grid_hw[0], x1 - x0, self.channels), dtype=dtype,
+                            device=self.device) for x0, x1 in self.plan.blocks]
 
     def add_source(self, t, frame: torch.Tensor):
         """Make frame t (h, w, C) available as a source for later targets."""
@@ -138,6 +148,10 @@ class _Affinity:
         slot = 0 if t == 0 else 1 + (t - 1) % self.max_len
         for store, block in zip(self.store, kernels.column_blocks(frame, self.plan)):
             store[slot].copy_(block)
+        if self.screen:
+            for store, block in zip(self.screen_store, kernels.column_blocks(frame, self.plan)):
+                store[slot].copy_(block)
+            self.max_key_norm = max(self.max_key_norm, float(frame.norm(dim=-1).max()))
         self.slot_frames[slot] = t
 
     def lists(self, t, frame: torch.Tensor) -> _Shared:
@@ -146,35 +160,93 @@ class _Affinity:
         queries_all = frame.to(self.dtype)
         first_values, first_index = self._first_lists(queries_all.reshape(self.hw, -1))
         low, high = (0, t) if t <= self.max_len else (1, self.max_len + 1)
-        count = high - low
+        screen = None
+        if self.screen:
+            margin = kernels.screen_margin(self.channels, float(queries_all.norm(dim=-1).max()), self.max_key_norm)
+            reference_rank = min(self.hw, kernels.REFERENCE_RANK)
+            screen = (queries_all.reshape(self.hw, -1).to(torch.bfloat16), first_values[:, self.kmax - 1],
+                      first_values[:, reference_rank - 1], margin)
         radii = self.plan.radii
         parts_values = {r: [] for r in radii}
         parts_index = {r: [] for r in radii}
         for tile in self.plan.tiles:
             (y0, y1), (x0, x1), (ky0, ky1) = tile.rows, tile.cols, tile.key_rows
             queries = queries_all[y0:y1, x0:x1].reshape((y1 - y0) * (x1 - x0), -1)
-            keys = self.store[tile.block][low:high, ky0:ky1]
-            keys = keys.reshape(count, keys.shape[1] * keys.shape[2], keys.shape[3])
-            scores = kernels.window_scores(queries, keys, tile.bias[radii[0]])      # (n, M, N), largest radius
-            for number, radius in enumerate(radii):
-                masked = scores if number == 0 else scores + tile.bias[radius]
-                top_values, top_index = kernels.topk_padded(masked.float(), self.kmax)
+            tile_lists = self._screened_tile(tile, queries, low, high, screen) if screen else None
+            if tile_lists is None:
+                tile_lists = self._dense_tile(tile, queries, low, high)
+            for radius, (top_values, top_index) in tile_lists.items():
                 parts_values[radius].append(top_values)
-                parts_index[radius].append(tile.key_index[top_index])
+                parts_index[radius].append(top_index)
         order = self.order
         values = {r: torch.cat(parts_values[r], 1)[:, order] for r in radii}   # (n, hw, kmax), position order
         index = {r: torch.cat(parts_index[r], 1)[:, order] for r in radii}
         sources = {f: row for row, f in enumerate(self.slot_frames[low:high])}
         self.seconds += time.perf_counter() - start
-        return _Shared(first_values, first_index, sources, values, index)
+        return _Shared(first_values[:, :self.kmax], first_index[:, :self.kmax], sources, values, index)
+
+    def _keys(self, store, tile, low, high):
+        """The tile's key windows in store slots low..high-1 as a (n, N, C) view."""
+        keys = store[tile.block][low:high, tile.key_rows[0]:tile.key_rows[1]]
+        return keys.reshape(high - low, keys.shape[1] * keys.shape[2], keys.shape[3])
+
+    def _dense_tile(self, tile, queries, low, high):
+        """radius -> per-source top-kmax (values, positions) from the tile's full window products."""
+        radii = self.plan.radii
+        scores = kernels.window_scores(queries, self._keys(self.store, tile, low, high),
+                                       tile.outside[radii[0]]).float()      # (n, M, N)
+        lists = {}
+        for number, radius in enumerate(radii):     # descending: each mask only adds to the last one
+            if number:
+                scores.masked_fill_(tile.outside[radius], kernels.NEG_INF)
+            top_values, top_index = kernels.topk_padded(scores, self.kmax)
+            lists[radius] = (top_values, tile.key_index[top_index])
+        return lists
+
+    def _screened_tile(self, tile, queries, low, high, screen):
+        """Like _dense_tile, from a bfloat16 screen and exact float32 scores of the candidates it keeps.
+
+        A candidate below frame 0's kmax-th best score can never enter any setting's top-k (frame 0 is in
+        every context), so only keys whose screened score reaches that threshold minus the screen's error
+        bound are scored exactly. Returns None (compute densely) when the screen keeps too many."""
+        screen_queries, thresholds, reference, margin = screen
+        rows = tile.query_index
+        radii = self.plan.radii
+        outside = tile.outside[radii[0]]
+        count, size = high - low, queries.shape[0]
+        # keys @ queries^T as (n, N, M): the bfloat16 product is fastest with the queries as the small operand
+        approx = torch.matmul(self._keys(self.screen_store, tile, low, high), screen_queries[rows].t())
+        keep = approx >= kernels.screen_floor(thresholds[rows], outside, margin).t()
+        if self.kmax == kernels.REFERENCE_RANK:
+            kept = int(keep.sum())
+        else:
+            kept = int((approx >= kernels.screen_floor(reference[rows], outside, margin).t()).sum())
+        if kept > kernels.DENSE_FRACTION * count * int((~outside).sum()):
+            return None
+        slot, key_col, query_row = keep.nonzero(as_tuple=True)
+        order = torch.argsort(slot * size + query_row, stable=True)
+        slot, key_col, query_row = slot[order], key_col[order], query_row[order]
+        exact = kernels.exact_pair_scores(queries, self._keys(self.store, tile, low, high), slot, query_row, key_col)
+        good = exact >= thresholds[rows][query_row]
+        slot, query_row, key_col, exact = slot[good], query_row[good], key_col[good], exact[good]
+        lists = {}
+        for number, radius in enumerate(radii):
+            if number:
+                inside = ~tile.outside[radius][query_row, key_col]
+                slot, query_row, key_col, exact = slot[inside], query_row[inside], key_col[inside], exact[inside]
+            top_values, top_cols = kernels.compact_topk(exact, slot * size + query_row, key_col, count * size,
+                                                        self.kmax)
+            lists[radius] = (top_values.view(count, size, self.kmax),
+                             tile.key_index[top_cols].view(count, size, self.kmax))
+        return lists
 
     def _first_lists(self, queries, chunk=1024):
-        """Unrestricted top-kmax of every query against frame 0 (slot 0), in chunks of queries."""
-        values = torch.empty((self.hw, self.kmax), device=self.device)
-        index = torch.empty((self.hw, self.kmax), dtype=torch.long, device=self.device)
+        """Unrestricted top-first_rank of every query against frame 0 (slot 0), in chunks of queries."""
+        values = torch.empty((self.hw, self.first_rank), device=self.device)
+        index = torch.empty((self.hw, self.first_rank), dtype=torch.long, device=self.device)
         for start in range(0, self.hw, chunk):
             scores = torch.mm(queries[start:start + chunk], self.first_t).float()
-            values[start:start + chunk], index[start:start + chunk] = torch.topk(scores, self.kmax, dim=1)
+            values[start:start + chunk], index[start:start + chunk] = torch.topk(scores, self.first_rank, dim=1)
         return values, index
 
 
@@ -210,7 +282,7 @@ class _Setting:
 
 
 def iter_propagate(frames_feats, first_mask_ids: np.ndarray, settings: Sequence[PropagationParams],
-                   out_hw, device="cpu", precision="float32", progress=False, tile_hw=None
+                   out_hw, device="cpu", precision="float32", progress=False, tile_hw=None, screen=None
                    ) -> Iterator[Tuple[int, Dict[PropagationParams, np.ndarray]]]:
     """Yield (t, {params: ids (H, W) uint8}) for t = 0..T-1, frame by frame, for every setting at once.
 
@@ -240,7 +312,7 @@ def iter_propagate(frames_feats, first_mask_ids: np.ndarray, settings: Sequence[
     previous_tf32 = _set_tf32(precision == "tf32", device)
     try:
         affinity = _Affinity(grid_hw, channels, [p.radius for p in settings], kmax, max_len, device, precision,
-                             tile_hw)
+                             tile_hw, screen)
         frames = _ReadAhead(frames_feats)
         bar = tqdm(total=frames.count, desc="frames", unit="fr", disable=not progress, leave=False)
         mix_seconds = 0.0
