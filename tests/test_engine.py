@@ -9,19 +9,17 @@ from dense_reference import real_features, reference_propagate
 from lpcache.config import PropagationParams
 from lpcache.davis import read_mask, resize_mask_nearest
 from lpcache.errors import InputError
-from lpcache.propagation import iter_propagate, kernels, propagate_video
+from lpcache.propagation import iter_propagate, propagate_video
 
 
 def _unit(features):
     return (features / np.linalg.norm(features, axis=-1, keepdims=True)).astype(np.float32)
 
 
-@pytest.fixture(params=["dense", "screened"])
-def screen(request, monkeypatch):
-    """Both kernel paths: dense window products, or the bfloat16 screen with every tile kept screened."""
-    if request.param == "screened":
-        monkeypatch.setattr(kernels, "DENSE_FRACTION", float("inf"))
-    return request.param == "screened"
+@pytest.fixture(params=[1, 2, 3])
+def block(request):
+    """Targets per block: one at a time, pairs (the CPU default), triples (odd lengths, partial last block)."""
+    return request.param
 
 
 @pytest.fixture(scope="module")
@@ -43,36 +41,36 @@ def tiny():
     PropagationParams(0.3, 2, 3.0, 1),   # one short-term frame
 ])
 @pytest.mark.parametrize("tile_hw", [None, (2, 3), (7, 9)])
-def test_tiny_cases_equal_the_dense_reference(tiny, params, tile_hw, screen):
+def test_tiny_cases_equal_the_dense_reference(tiny, params, tile_hw, block):
     feats, mask = tiny
     want = reference_propagate(feats, mask, params.temperature, params.topk, params.radius, params.video_len,
                                mask.shape)
-    got = propagate_video(feats, mask, params, mask.shape, tile_hw=tile_hw, screen=screen)
+    got = propagate_video(feats, mask, params, mask.shape, tile_hw=tile_hw, block=block)
     assert got.shape == (9, 28, 36) and got.dtype == np.uint8
     np.testing.assert_array_equal(got, want)
     assert set(np.unique(got[1:])) <= {0, 1, 2, 8}
 
 
-def test_all_settings_at_once_equal_each_setting_alone(tiny, screen):
+def test_all_settings_at_once_equal_each_setting_alone(tiny, block):
     feats, mask = tiny
     settings = [PropagationParams(0.7, 8, 3.0, 4), PropagationParams(0.2, 3, 3.0, 4), PropagationParams(0.7, 5, 2.0, 2),
                 PropagationParams(0.05, 8, 5.0, 6), PropagationParams(0.7, 1, 2.0, 6)]
     together = {p: [] for p in settings}
-    for t, out in iter_propagate(feats, mask, settings, mask.shape, screen=screen):
+    for t, out in iter_propagate(feats, mask, settings, mask.shape, block=block):
         assert set(out) == set(settings)
         for p in settings:
             together[p].append(out[p])
     for p in settings:
-        np.testing.assert_array_equal(np.stack(together[p]), propagate_video(feats, mask, p, mask.shape, screen=screen))
+        np.testing.assert_array_equal(np.stack(together[p]), propagate_video(feats, mask, p, mask.shape, block=block))
 
 
-def test_screened_tiles_fall_back_to_dense_products_exactly(tiny, monkeypatch):
-    """With no screened share allowed every tile is computed densely: the masks of the dense path, bit for bit."""
+def test_blocks_of_targets_give_the_masks_of_one_target_at_a_time(tiny):
+    """Stacked targets share products but each sees only its own context: bit for bit the same masks."""
     feats, mask = tiny
-    params = PropagationParams(0.3, 4, 3.0, 4)
-    dense = propagate_video(feats, mask, params, mask.shape, screen=False)
-    monkeypatch.setattr(kernels, "DENSE_FRACTION", 0.0)
-    np.testing.assert_array_equal(propagate_video(feats, mask, params, mask.shape, screen=True), dense)
+    params = PropagationParams(0.3, 4, 3.0, 3)
+    one = propagate_video(feats, mask, params, mask.shape, block=1)
+    for block in (2, 4, 8, 16):
+        np.testing.assert_array_equal(propagate_video(feats, mask, params, mask.shape, block=block), one)
 
 
 def test_float16_features_are_read(tiny):
@@ -124,12 +122,12 @@ def _agreement(a, b):
 
 
 @pytest.mark.parametrize("params", [PropagationParams(), PropagationParams(0.5, 12, 5.0, 4)])
-def test_real_single_object_matches_reference(davis_root, params, screen):
+def test_real_single_object_matches_reference(davis_root, params):
     """blackswan, 8 frames, 30x55 grid features of the real frames (seed protocol 480x880)."""
     feats = _unit(real_features(_frames(davis_root, "blackswan", 8)))
     mask = resize_mask_nearest(read_mask(os.path.join(davis_root, "Annotations/480p/blackswan/00000.png")), (480, 880))
     want = reference_propagate(feats, mask, params.temperature, params.topk, params.radius, params.video_len, (480, 880))
-    got = propagate_video(feats, mask, params, (480, 880), screen=screen)
+    got = propagate_video(feats, mask, params, (480, 880))
     assert _agreement(got, want) >= 0.9999
     # and the propagation is meaningful: the swan is still found on frame 7 (IoU vs the real GT)
     gt = resize_mask_nearest(read_mask(os.path.join(davis_root, "Annotations/480p/blackswan/00007.png")), (480, 880))
@@ -137,19 +135,19 @@ def test_real_single_object_matches_reference(davis_root, params, screen):
     assert iou > 0.5
 
 
-def test_real_multi_object_matches_reference(davis_root, osvos_root, screen):
+def test_real_multi_object_matches_reference(davis_root, osvos_root):
     """kite-surf with OSVOS ids 0..3 as frame-0 labels (K+1 = 4), 10 frames, 30x55 grid."""
     feats = _unit(real_features(_frames(davis_root, "kite-surf", 10), channels=24, seed=3))
     mask = resize_mask_nearest(read_mask(os.path.join(osvos_root, "kite-surf/00000.png")), (480, 880))
     assert sorted(np.unique(mask).tolist()) == [0, 1, 2, 3]
     params = PropagationParams(0.7, 8, 18, 5)
     want = reference_propagate(feats, mask, params.temperature, params.topk, params.radius, params.video_len, (480, 880))
-    got = propagate_video(feats, mask, params, (480, 880), screen=screen)
+    got = propagate_video(feats, mask, params, (480, 880))
     assert _agreement(got, want) >= 0.9999
     assert len(np.unique(got[-1])) >= 3
 
 
-def test_real_stride8_grid_matches_reference(davis_root, screen):
+def test_real_stride8_grid_matches_reference(davis_root):
     """motocross-jump, 4 frames on the seed's 60x110 grid (many tiles, windows clipped at every border)."""
     feats = _unit(real_features(_frames(davis_root, "motocross-jump", 4), stride=8, channels=16, seed=5))
     assert feats.shape[1:3] == (60, 110)
@@ -157,5 +155,5 @@ def test_real_stride8_grid_matches_reference(davis_root, screen):
                                (480, 880))
     params = PropagationParams(0.7, 8, 6.0, 2)
     want = reference_propagate(feats, mask, params.temperature, params.topk, params.radius, params.video_len, (480, 880))
-    got = propagate_video(feats, mask, params, (480, 880), screen=screen)
+    got = propagate_video(feats, mask, params, (480, 880))
     assert _agreement(got, want) >= 0.9999

@@ -49,6 +49,8 @@ def test_window_scores_equal_dense_products_masked_outside_the_radius():
         dense = torch.einsum("mc,nc->mn", queries, frames[1].reshape(-1, 5))
         want = dense[:, t.key_index].masked_fill(t.outside[2.5], float("-inf"))
         torch.testing.assert_close(got[0], want, rtol=1e-6, atol=1e-6)
+        stacked = kernels.window_scores(torch.cat([queries, 2 * queries]), keys, t.outside[2.5])   # a block of 2
+        torch.testing.assert_close(stacked[0], torch.cat([want, 2 * want]), rtol=1e-6, atol=1e-6)
 
 
 def test_topk_padded_pads_with_minus_infinity():
@@ -79,51 +81,3 @@ def test_choose_tile_prefers_small_tiles_on_large_grids():
     assert on_gpu[0] * on_gpu[1] >= 16 * tile[0] * tile[1]
     plan = kernels.plan_tiles((20, 30), [5.0], (4, 8))
     assert plan.computed_products == kernels.window_products((20, 30), 5.0, (4, 8))
-
-
-@pytest.mark.parametrize("channels", [6, 40, 256, 384])
-def test_screen_margin_bounds_the_bfloat16_product_error(channels):
-    """Random, near-duplicate and all-positive unit vectors: |bf16 product - float64 product| <= margin."""
-    torch.manual_seed(channels)
-    queries = torch.randn(300, channels)
-    cases = [torch.randn(400, channels), queries + 0.01 * torch.randn(300, channels),
-             torch.rand(300, channels), queries.abs()]
-    queries = queries / queries.norm(dim=1, keepdim=True)
-    for keys in cases:
-        keys = keys / keys.norm(dim=1, keepdim=True)
-        for q in (queries, queries.abs() / queries.abs().norm(dim=1, keepdim=True)):
-            exact = q.double() @ keys.double().t()
-            approx = torch.mm(q.bfloat16(), keys.bfloat16().t()).double()
-            margin = kernels.screen_margin(channels, float(q.norm(dim=1).max()), float(keys.norm(dim=1).max()))
-            assert float((approx - exact).abs().max()) <= margin
-    assert 0.0115 < kernels.screen_margin(256, 1.0, 1.0) < 0.0125
-
-
-def test_compact_topk_equals_topk_of_the_dense_rows():
-    torch.manual_seed(1)
-    dense = torch.full((6, 9), float("-inf"))
-    keep = torch.rand(6, 9) < 0.4
-    keep[2] = False                    # an empty row
-    keep[4] = True                     # a full row
-    dense[keep] = torch.randn(int(keep.sum()))
-    rows, cols = keep.nonzero(as_tuple=True)
-    values, picked = kernels.compact_topk(dense[rows, cols], rows, cols, 6, 3)
-    want_values, want_cols = kernels.topk_padded(dense, 3)
-    assert torch.equal(values, want_values)
-    finite = torch.isfinite(values)
-    assert torch.equal(picked[finite], want_cols[finite])
-
-
-def test_exact_pair_scores_are_the_float32_dot_products():
-    torch.manual_seed(2)
-    queries, keys = torch.randn(5, 7), torch.randn(3, 11, 7)
-    slot, key_col, query_row = torch.tensor([0, 2, 1, 2]), torch.tensor([3, 10, 0, 4]), torch.tensor([4, 0, 1, 1])
-    got = kernels.exact_pair_scores(queries, keys, slot, query_row, key_col, chunk=3)
-    want = torch.stack([queries[q] @ keys[s, k] for s, k, q in zip(slot, key_col, query_row)])
-    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
-
-
-def test_screen_floor_is_infinite_outside_the_radius():
-    outside = torch.tensor([[False, True], [True, False]])
-    floor = kernels.screen_floor(torch.tensor([0.5, 0.25]), outside, 0.125)
-    assert floor.tolist() == [[0.375, float("inf")], [float("inf"), 0.125]]

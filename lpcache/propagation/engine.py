@@ -4,10 +4,11 @@ Per target frame t the engine computes, once for all settings:
   * the unrestricted top-kmax list of frame 0 (slot 0, the long-term memory), from the full product;
   * for each radius and each distinct source frame of the largest context (frames max(0, t-Lmax)..t-1),
     that frame's top-kmax list restricted to the radius, from tile-vs-window products (the products are
-    computed once for the largest radius; smaller radii only add their mask).
+    computed once for the largest radius; smaller radii only add their mask). Targets go in blocks of B
+    consecutive frames whose query tiles share one product against the union of their key windows.
 Each setting (tau, k, r, L) then takes the top-k of the concatenation of its L + 1 slot lists (frame 0
 repeated as often as the seed repeats it), softmax(scores / tau), and mixes its own fed-back soft labels.
-Only the last Lmax frames' features (stored per column block) and soft labels are kept.
+Only the last Lmax + B - 1 frames' features (stored per column block) and Lmax soft labels are kept.
 """
 import logging
 import queue
@@ -107,146 +108,87 @@ class _Shared:
         self.index = index                 # radius -> (n_src, hw, kmax) positions in that frame
 
 
-class _Affinity:
-    """Streams source frames into a store (per column block) and builds _Shared lists per target.
+DEFAULT_BLOCK = {"cpu": 2, "cuda": 8}    # targets per block: bigger products (CPU), fewer launches (GPU)
 
-    Store slot 0 holds frame 0, slot 1 + (f - 1) % Lmax frame f >= 1, so the short-term frames of any
-    target are one contiguous run of slots: 0..t-1 while t <= Lmax, else 1..Lmax.
+
+class _Affinity:
+    """Streams source frames into a store (per column block) and builds _Shared lists for blocks of targets.
+
+    The B targets t..t+B-1 of a block share one product per tile: their query tiles stacked (B*M rows)
+    against the key windows of every frame one of them needs (t-Lmax..t+B-2, and frame 0 while t <= Lmax).
+    Store slot 0 holds frame 0, slot 1 + (f - 1) % R frame f >= 1 with R = Lmax + B - 1, so those frames
+    are one contiguous run of slots: 0..t+B-2 before the ring wraps, else all of 1..R. A target ignores
+    the rows of frames outside its own context.
     """
 
-    def __init__(self, grid_hw, channels, radii, kmax, max_len, device, precision, tile_hw=None, screen=None):
+    def __init__(self, grid_hw, channels, radii, kmax, max_len, device, precision, tile_hw=None, block=None):
         self.grid_hw = grid_hw
         self.hw = grid_hw[0] * grid_hw[1]
-        self.channels = channels
         self.kmax = kmax
-        self.max_len = max_len
         self.device = device
         self.dtype = _MATMUL_DTYPES[precision]
-        if screen is None:
-            screen = kernels.bf16_is_fast(device)
-        self.screen = bool(screen) and precision == "float32"
-        self.first_rank = min(self.hw, max(kmax, kernels.REFERENCE_RANK)) if self.screen else kmax
-        tile_hw = tile_hw or kernels.choose_tile(grid_hw, max(radii), channels, device)
+        self.block = block or DEFAULT_BLOCK.get(device.type, 1)
+        self.ring = max_len + self.block - 1
+        tile_hw = tile_hw or kernels.choose_tile(grid_hw, max(radii), channels, device, self.block, self.ring + 1)
         self.plan = kernels.plan_tiles(grid_hw, radii, tile_hw, device)
-        self.store = self._new_store(self.dtype)
-        self.screen_store = self._new_store(torch.bfloat16) if self.screen else None
-        self.max_key_norm = 0.0
-        self.slot_frames = [None] * (max_len + 1)
+        self.store = [torch.empty((self.ring + 1, grid_hw[0], x1 - x0, channels), dtype=self.dtype, device=device)
+                      for x0, x1 in self.plan.blocks]
+        self.slot_frames = [None] * (self.ring + 1)
         self.order = self.plan.position_order
         self.first_t = None              # frame 0 as (C, hw), for the unrestricted slot
         self.seconds = 0.0
-
-    def _new_store(self, dtype):
-        return [torch.empty((self.max_len + 1, self.grid_hw[0], x1 - x0, self.channels), dtype=dtype,
-                            device=self.device) for x0, x1 in self.plan.blocks]
 
     def add_source(self, t, frame: torch.Tensor):
         """Make frame t (h, w, C) available as a source for later targets."""
         frame = frame.to(self.dtype)
         if t == 0:
             self.first_t = frame.reshape(self.hw, -1).t().contiguous()
-        slot = 0 if t == 0 else 1 + (t - 1) % self.max_len
+        slot = 0 if t == 0 else 1 + (t - 1) % self.ring
         for store, block in zip(self.store, kernels.column_blocks(frame, self.plan)):
             store[slot].copy_(block)
-        if self.screen:
-            for store, block in zip(self.screen_store, kernels.column_blocks(frame, self.plan)):
-                store[slot].copy_(block)
-            self.max_key_norm = max(self.max_key_norm, float(frame.norm(dim=-1).max()))
         self.slot_frames[slot] = t
 
-    def lists(self, t, frame: torch.Tensor) -> _Shared:
-        """The shared candidate lists of target t (>= 1) whose features are `frame` (h, w, C)."""
+    def lists(self, t, frames: Sequence[torch.Tensor]) -> Sequence[_Shared]:
+        """The shared lists of targets t..t+B'-1 (t >= 1, B' = len(frames) <= block), whose features are
+        `frames` (h, w, C); frames t..t+B'-2 must already be sources."""
         start = time.perf_counter()
-        queries_all = frame.to(self.dtype)
-        first_values, first_index = self._first_lists(queries_all.reshape(self.hw, -1))
-        low, high = (0, t) if t <= self.max_len else (1, self.max_len + 1)
-        screen = None
-        if self.screen:
-            margin = kernels.screen_margin(self.channels, float(queries_all.norm(dim=-1).max()), self.max_key_norm)
-            reference_rank = min(self.hw, kernels.REFERENCE_RANK)
-            screen = (queries_all.reshape(self.hw, -1).to(torch.bfloat16), first_values[:, self.kmax - 1],
-                      first_values[:, reference_rank - 1], margin)
+        count = len(frames)
+        queries_all = torch.stack([frame.to(self.dtype) for frame in frames])          # (B', h, w, C)
+        first_values, first_index = self._first_lists(queries_all.reshape(count * self.hw, -1))
+        last_needed = t + count - 2
+        low, high = (0, last_needed + 1) if last_needed <= self.ring else (1, self.ring + 1)
         radii = self.plan.radii
         parts_values = {r: [] for r in radii}
         parts_index = {r: [] for r in radii}
         for tile in self.plan.tiles:
             (y0, y1), (x0, x1), (ky0, ky1) = tile.rows, tile.cols, tile.key_rows
-            queries = queries_all[y0:y1, x0:x1].reshape((y1 - y0) * (x1 - x0), -1)
-            tile_lists = self._screened_tile(tile, queries, low, high, screen) if screen else None
-            if tile_lists is None:
-                tile_lists = self._dense_tile(tile, queries, low, high)
-            for radius, (top_values, top_index) in tile_lists.items():
-                parts_values[radius].append(top_values)
-                parts_index[radius].append(top_index)
+            queries = queries_all[:, y0:y1, x0:x1].reshape(count * (y1 - y0) * (x1 - x0), -1)
+            keys = self.store[tile.block][low:high, ky0:ky1]
+            keys = keys.reshape(high - low, keys.shape[1] * keys.shape[2], keys.shape[3])
+            scores = kernels.window_scores(queries, keys, tile.outside[radii[0]]).float()   # (n, B'*M, N)
+            for number, radius in enumerate(radii):     # descending: each mask only adds to the last one
+                if number:
+                    kernels.mask_outside(scores, tile.outside[radius])
+                top_values, top_index = kernels.topk_padded(scores, self.kmax)
+                parts_values[radius].append(top_values.view(high - low, count, -1, self.kmax))
+                parts_index[radius].append(tile.key_index[top_index].view(high - low, count, -1, self.kmax))
         order = self.order
-        values = {r: torch.cat(parts_values[r], 1)[:, order] for r in radii}   # (n, hw, kmax), position order
-        index = {r: torch.cat(parts_index[r], 1)[:, order] for r in radii}
+        values = {r: torch.cat(parts_values[r], 2)[:, :, order] for r in radii}   # (n, B', hw, kmax)
+        index = {r: torch.cat(parts_index[r], 2)[:, :, order] for r in radii}
         sources = {f: row for row, f in enumerate(self.slot_frames[low:high])}
         self.seconds += time.perf_counter() - start
-        return _Shared(first_values[:, :self.kmax], first_index[:, :self.kmax], sources, values, index)
-
-    def _keys(self, store, tile, low, high):
-        """The tile's key windows in store slots low..high-1 as a (n, N, C) view."""
-        keys = store[tile.block][low:high, tile.key_rows[0]:tile.key_rows[1]]
-        return keys.reshape(high - low, keys.shape[1] * keys.shape[2], keys.shape[3])
-
-    def _dense_tile(self, tile, queries, low, high):
-        """radius -> per-source top-kmax (values, positions) from the tile's full window products."""
-        radii = self.plan.radii
-        scores = kernels.window_scores(queries, self._keys(self.store, tile, low, high),
-                                       tile.outside[radii[0]]).float()      # (n, M, N)
-        lists = {}
-        for number, radius in enumerate(radii):     # descending: each mask only adds to the last one
-            if number:
-                scores.masked_fill_(tile.outside[radius], kernels.NEG_INF)
-            top_values, top_index = kernels.topk_padded(scores, self.kmax)
-            lists[radius] = (top_values, tile.key_index[top_index])
-        return lists
-
-    def _screened_tile(self, tile, queries, low, high, screen):
-        """Like _dense_tile, from a bfloat16 screen and exact float32 scores of the candidates it keeps.
-
-        A candidate below frame 0's kmax-th best score can never enter any setting's top-k (frame 0 is in
-        every context), so only keys whose screened score reaches that threshold minus the screen's error
-        bound are scored exactly. Returns None (compute densely) when the screen keeps too many."""
-        screen_queries, thresholds, reference, margin = screen
-        rows = tile.query_index
-        radii = self.plan.radii
-        outside = tile.outside[radii[0]]
-        count, size = high - low, queries.shape[0]
-        # keys @ queries^T as (n, N, M): the bfloat16 product is fastest with the queries as the small operand
-        approx = torch.matmul(self._keys(self.screen_store, tile, low, high), screen_queries[rows].t())
-        keep = approx >= kernels.screen_floor(thresholds[rows], outside, margin).t()
-        if self.kmax == kernels.REFERENCE_RANK:
-            kept = int(keep.sum())
-        else:
-            kept = int((approx >= kernels.screen_floor(reference[rows], outside, margin).t()).sum())
-        if kept > kernels.DENSE_FRACTION * count * int((~outside).sum()):
-            return None
-        slot, key_col, query_row = keep.nonzero(as_tuple=True)
-        order = torch.argsort(slot * size + query_row, stable=True)
-        slot, key_col, query_row = slot[order], key_col[order], query_row[order]
-        exact = kernels.exact_pair_scores(queries, self._keys(self.store, tile, low, high), slot, query_row, key_col)
-        good = exact >= thresholds[rows][query_row]
-        slot, query_row, key_col, exact = slot[good], query_row[good], key_col[good], exact[good]
-        lists = {}
-        for number, radius in enumerate(radii):
-            if number:
-                inside = ~tile.outside[radius][query_row, key_col]
-                slot, query_row, key_col, exact = slot[inside], query_row[inside], key_col[inside], exact[inside]
-            top_values, top_cols = kernels.compact_topk(exact, slot * size + query_row, key_col, count * size,
-                                                        self.kmax)
-            lists[radius] = (top_values.view(count, size, self.kmax),
-                             tile.key_index[top_cols].view(count, size, self.kmax))
-        return lists
+        rows = lambda j: slice(j * self.hw, (j + 1) * self.hw)  # noqa: E731
+        return [_Shared(first_values[rows(j)], first_index[rows(j)], sources,
+                        {r: values[r][:, j] for r in radii}, {r: index[r][:, j] for r in radii})
+                for j in range(count)]
 
     def _first_lists(self, queries, chunk=1024):
-        """Unrestricted top-first_rank of every query against frame 0 (slot 0), in chunks of queries."""
-        values = torch.empty((self.hw, self.first_rank), device=self.device)
-        index = torch.empty((self.hw, self.first_rank), dtype=torch.long, device=self.device)
-        for start in range(0, self.hw, chunk):
+        """Unrestricted top-kmax of every query against frame 0 (slot 0), in chunks of queries."""
+        values = torch.empty((queries.shape[0], self.kmax), device=self.device)
+        index = torch.empty((queries.shape[0], self.kmax), dtype=torch.long, device=self.device)
+        for start in range(0, queries.shape[0], chunk):
             scores = torch.mm(queries[start:start + chunk], self.first_t).float()
-            values[start:start + chunk], index[start:start + chunk] = torch.topk(scores, self.first_rank, dim=1)
+            values[start:start + chunk], index[start:start + chunk] = torch.topk(scores, self.kmax, dim=1)
         return values, index
 
 
@@ -282,7 +224,7 @@ class _Setting:
 
 
 def iter_propagate(frames_feats, first_mask_ids: np.ndarray, settings: Sequence[PropagationParams],
-                   out_hw, device="cpu", precision="float32", progress=False, tile_hw=None, screen=None
+                   out_hw, device="cpu", precision="float32", progress=False, tile_hw=None, block=None
                    ) -> Iterator[Tuple[int, Dict[PropagationParams, np.ndarray]]]:
     """Yield (t, {params: ids (H, W) uint8}) for t = 0..T-1, frame by frame, for every setting at once.
 
@@ -312,28 +254,32 @@ def iter_propagate(frames_feats, first_mask_ids: np.ndarray, settings: Sequence[
     previous_tf32 = _set_tf32(precision == "tf32", device)
     try:
         affinity = _Affinity(grid_hw, channels, [p.radius for p in settings], kmax, max_len, device, precision,
-                             tile_hw, screen)
-        frames = _ReadAhead(frames_feats)
-        bar = tqdm(total=frames.count, desc="frames", unit="fr", disable=not progress, leave=False)
+                             tile_hw, block)
+        frames = iter(_ReadAhead(frames_feats))
+        count = _frame_count(frames_feats)
+        bar = tqdm(total=count, desc="frames", unit="fr", disable=not progress, leave=False)
         mix_seconds = 0.0
-        for t, array in enumerate(frames):
-            frame = torch.from_numpy(array).to(device)
-            if t == 0:
-                affinity.add_source(0, frame)
-                yield 0, {p: first_mask.copy() for p in settings}
+        affinity.add_source(0, torch.from_numpy(next(frames)).to(device))
+        yield 0, {p: first_mask.copy() for p in settings}
+        bar.update()
+        t = 1
+        while t < count:
+            block = [torch.from_numpy(next(frames)).to(device) for _ in range(min(affinity.block, count - t))]
+            for offset, frame in enumerate(block[:-1]):
+                affinity.add_source(t + offset, frame)
+            shared_lists = affinity.lists(t, block)
+            affinity.add_source(t + len(block) - 1, block[-1])
+            for offset, shared in enumerate(shared_lists):
+                start = time.perf_counter()
+                out = {}
+                for state in states:
+                    soft = state.step(t + offset, shared).reshape(grid_hw[0], grid_hw[1], len(ids))
+                    out[state.params] = upsample_argmax(soft.float().cpu().numpy(), ids, out_hw)
+                mix_seconds += time.perf_counter() - start
+                shared_lists[offset] = None
+                yield t + offset, out
                 bar.update()
-                continue
-            shared = affinity.lists(t, frame)
-            affinity.add_source(t, frame)
-            start = time.perf_counter()
-            out = {}
-            for state in states:
-                soft = state.step(t, shared).reshape(grid_hw[0], grid_hw[1], len(ids))
-                out[state.params] = upsample_argmax(soft.float().cpu().numpy(), ids, out_hw)
-            mix_seconds += time.perf_counter() - start
-            del shared
-            yield t, out
-            bar.update()
+            t += len(block)
         bar.close()
         log.debug("affinity %.2f s, mixing+upsampling %.2f s", affinity.seconds, mix_seconds)
     finally:

@@ -78,24 +78,29 @@ def plan_tiles(grid_hw, radii: Sequence[float], tile_hw=None, device="cpu") -> T
 
 
 # Cost model per device type: float32 GEMM rate (GFLOP/s), ns per computed product for the mask and top-k
-# passes, ns of fixed cost per tile (kernel launches and Python). GPUs want few big tiles, CPUs small ones.
+# passes, ns of fixed cost per tile product (kernel launches and Python). GPUs want few big tiles, CPUs small.
 TILE_COSTS = {"cpu": (150.0, 2.0, 2e3), "cuda": (30000.0, 0.02, 2e5)}
 TILE_SHAPES = ((4, 8), (8, 8), (8, 16), (6, 22), (16, 16), (16, 32), (20, 22), (30, 55), (20, 55))
+SCORES_BYTES_LIMIT = 2 ** 30     # largest float32 score tensor (sources x block x tile queries x window keys)
 
 
-def choose_tile(grid_hw, radius, channels=256, device="cpu") -> Tuple[int, int]:
+def choose_tile(grid_hw, radius, channels=256, device="cpu", block=1, sources=21) -> Tuple[int, int]:
     """A query-tile shape balancing wasted products against GEMM size and per-tile overhead.
 
-    Cost per computed product: GEMM time 2*C / rate, inflated by (1 + 24 / queries per tile) for small
-    GEMMs, plus the pass cost; plus a fixed cost per tile. Candidates: TILE_SHAPES and the whole grid.
+    Cost per computed product: GEMM time 2*C / rate, inflated by (1 + 24 / rows) for small GEMMs (rows =
+    block x tile queries), plus the pass cost; plus a fixed cost per tile product shared by the block's
+    targets. Candidates: TILE_SHAPES and the whole grid, unless their scores exceed SCORES_BYTES_LIMIT.
     """
     gemm_gflops, pass_ns, tile_ns = TILE_COSTS.get(torch.device(device).type, TILE_COSTS["cpu"])
     per_product = 2.0 * channels / gemm_gflops
     best = None
     for tile_h, tile_w in TILE_SHAPES + (tuple(grid_hw),):
         tile_h, tile_w = min(tile_h, grid_hw[0]), min(tile_w, grid_hw[1])
-        cost = sum(products * (per_product * (1 + 24.0 / queries) + pass_ns) + tile_ns
-                   for queries, products in _tile_sizes(grid_hw, radius, (tile_h, tile_w)))
+        sizes = list(_tile_sizes(grid_hw, radius, (tile_h, tile_w)))
+        if best is not None and 4 * sources * block * max(p for _, p in sizes) > SCORES_BYTES_LIMIT:
+            continue
+        cost = sum(products * (per_product * (1 + 24.0 / (block * queries)) + pass_ns) + tile_ns / block
+                   for queries, products in sizes)
         if best is None or cost < best[0]:
             best = (cost, (tile_h, tile_w))
     return best[1]
@@ -137,12 +142,18 @@ def topk_padded(scores: torch.Tensor, k: int):
 
 
 def window_scores(queries: torch.Tensor, keys: torch.Tensor, outside: torch.Tensor) -> torch.Tensor:
-    """Scores (n, M, N) of queries (M, C) against n windows of keys (n, N, C); -inf where `outside` (M, N).
-
-    A plain batched product and an in-place fill: faster than adding a bias inside the product, which
-    first copies the bias into every output matrix."""
+    """Scores (n, B*M, N) of B stacked query tiles (B*M, C) against n key windows (n, N, C); -inf where the
+    (M, N) mask `outside` is True. A plain batched product and an in-place fill: faster than adding a bias
+    inside the product, which first copies the bias into every output matrix."""
     scores = torch.bmm(queries.expand(keys.shape[0], *queries.shape), keys.transpose(1, 2))
-    return scores.masked_fill_(outside, NEG_INF)
+    mask_outside(scores, outside)
+    return scores
+
+
+def mask_outside(scores: torch.Tensor, outside: torch.Tensor) -> None:
+    """Set scores (n, B*M, N) to -inf in place where the per-tile mask (M, N) is True, for each of the B."""
+    count, rows, keys = scores.shape
+    scores.view(count, rows // outside.shape[0], *outside.shape).masked_fill_(outside, NEG_INF)
 
 
 def merge_topk(value_lists: torch.Tensor, label_index: torch.Tensor, k: int):
@@ -158,79 +169,3 @@ def mix_labels(values: torch.Tensor, label_index: torch.Tensor, labels: torch.Te
     picked = labels[label_index]                      # (hw, k, K+1)
     return torch.einsum("qk,qkc->qc", weights, picked)
 
-
-# --- Screened exact top-k (CPU float32): a bfloat16 product finds the few candidates that can matter, -------
-# --- float32 dot products give their exact scores. ---------------------------------------------------------
-
-BF16_UNIT_ROUNDOFF = 2.0 ** -8
-DENSE_FRACTION = 0.01     # a tile whose screen keeps more than this share of its products is computed densely
-REFERENCE_RANK = 8        # the frame-0 rank whose score decides dense vs screened (independent of the settings)
-
-
-def screen_margin(channels: int, max_norm_queries: float, max_norm_keys: float) -> float:
-    """Bound on |bf16 product - exact product| for vectors of at most these norms.
-
-    Inputs rounded to bfloat16 (relative error u = 2^-8 each: 2u + u^2), float32 accumulation over
-    `channels` terms (gamma), output rounded to bfloat16 (u times the product's bound)."""
-    u = BF16_UNIT_ROUNDOFF
-    gamma = 1.1 * channels * 2.0 ** -24
-    return (2 * u + u * u + u * (1 + u) ** 2 + gamma) * max_norm_queries * max_norm_keys
-
-
-def screen_floor(thresholds: torch.Tensor, outside: torch.Tensor, margin: float) -> torch.Tensor:
-    """(M, N) float32: threshold - margin per query row, +inf where the key is outside the radius."""
-    return (thresholds[:, None] - margin).expand(outside.shape).masked_fill(outside, float("inf"))
-
-
-def exact_pair_scores(queries: torch.Tensor, keys: torch.Tensor, slot, query_row, key_col,
-                      chunk: int = 65536) -> torch.Tensor:
-    """float32 dot products queries[query_row] . keys[slot, key_col] (queries (M, C), keys (n, N, C)).
-
-    Every pair is computed by the same per-pair reduction, whatever else is computed with it, so a pair's
-    score does not depend on the settings of the run."""
-    out = torch.empty(query_row.shape[0], dtype=torch.float32, device=queries.device)
-    for start in range(0, out.shape[0], chunk):
-        stop = start + chunk
-        picked_keys = keys[slot[start:stop], key_col[start:stop]]
-        out[start:stop] = (queries[query_row[start:stop]] * picked_keys).sum(-1)
-    return out
-
-
-def compact_topk(values: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, n_rows: int, k: int):
-    """Sorted top-k per row of sparse entries (rows ascending): (n_rows, k) values (-inf padded) and cols."""
-    counts = torch.bincount(rows, minlength=n_rows)
-    width = int(counts.max()) if rows.numel() else 0
-    if width == 0:
-        return (torch.full((n_rows, k), NEG_INF, device=values.device),
-                torch.zeros((n_rows, k), dtype=torch.long, device=values.device))
-    starts = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(rows.shape[0], device=rows.device) - starts[rows]
-    table = torch.full((n_rows, width), NEG_INF, device=values.device)
-    table_cols = torch.zeros((n_rows, width), dtype=torch.long, device=values.device)
-    table[rows, rank] = values
-    table_cols[rows, rank] = cols
-    top_values, pick = topk_padded(table, k)
-    return top_values, torch.gather(table_cols, 1, pick)
-
-
-_BF16_FAST = {}
-
-
-def bf16_is_fast(device) -> bool:
-    """Whether a bfloat16 matrix product runs at least 1.5x faster than float32 here (measured once)."""
-    device = torch.device(device)
-    if device.type != "cpu":
-        return False
-    if "cpu" not in _BF16_FAST:
-        import time
-        a, b = torch.randn(256, 256), torch.randn(256, 4096)
-        timings = []
-        for dtype in (torch.float32, torch.bfloat16):
-            x, y = a.to(dtype), b.to(dtype)
-            torch.mm(x, y)
-            started = time.perf_counter()
-            for _ in range(3):
-                torch.mm(x, y)
-            timings.append(time.perf_counter() - started)
-        _BF16_FAST["cpu"] = timings[1] * 1.5 <= timings[0]
-    return _BF16_FAST["cpu"]
