@@ -69,12 +69,12 @@ def unavoidable_gflop(grid_hw, channels, params):
     return 2 * channels * ((h * w) ** 2 + params.video_len * in_radius) / 1e9
 
 
-def time_lpcache(path, params, device):
+def time_lpcache(path, params, device, precision="float32"):
     """Wall and CPU seconds per frame (index 0 = frame 0)."""
     stamps, cpu = [], []
     with CachedSequence(path) as cached:
         started, cpu_started = time.perf_counter(), time.process_time()
-        for t, _ in iter_propagate(cached, first_mask(), [params], OUT_HW, device=device):
+        for t, _ in iter_propagate(cached, first_mask(), [params], OUT_HW, device=device, precision=precision):
             stamps.append(time.perf_counter())
             cpu.append(time.process_time())
     return np.diff([started] + stamps), np.diff([cpu_started] + cpu)
@@ -122,6 +122,7 @@ def main():
     parser.add_argument("--baseline-frames", type=int, default=2, help="steady-state targets timed for the seed")
     parser.add_argument("--rss-frames", type=int, default=0, help="also measure peak RSS on a video this long")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="float32", help="lpcache's --precision (the seed side stays float32)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default). With 1 thread "
                         "the CPU-time figures are robust against other jobs on the machine")
     parser.add_argument("--rss-only", action="store_true", help="only the peak-RSS measurement")
@@ -155,10 +156,11 @@ def main():
         path = write_sequence(tmp, "bench", feats, [f"{i:05d}" for i in range(frames)], dtype="float16")
         with CachedSequence(path) as cached:
             unit = cached.read()
-        per_frame, cpu_per_frame = time_lpcache(path, params, args.device)
+        per_frame, cpu_per_frame = time_lpcache(path, params, args.device, args.precision)
         steady = per_frame[params.video_len + 1:]
         cpu_steady = cpu_per_frame[params.video_len + 1:]
-        print(f"lpcache  {args.grid}x{args.channels}: {frames} frames in {per_frame.sum():.2f} s; per frame: "
+        print(f"lpcache  {args.grid}x{args.channels} ({args.precision}): {frames} frames in {per_frame.sum():.2f} s; "
+              f"per frame: "
               f"all targets {per_frame[1:].mean():.3f} s, steady (t > {params.video_len}) {steady.mean():.3f} s "
               f"wall, {cpu_steady.mean():.3f} s CPU")
         mask = first_mask()
