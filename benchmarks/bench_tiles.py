@@ -16,10 +16,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from lpcache.config import PropagationParams  # noqa: E402
 from lpcache.davis import parse_hw  # noqa: E402
 from lpcache.propagation import iter_propagate, kernels  # noqa: E402
+from bench_propagate import OUT_HW, first_mask  # noqa: E402
 
 
 def main():
@@ -36,8 +38,7 @@ def main():
     feats = rng.normal(size=(args.frames, *grid_hw, args.channels)).astype(np.float32)
     feats /= np.linalg.norm(feats, axis=-1, keepdims=True)
     feats = torch.from_numpy(feats.astype(np.float16))
-    mask = np.zeros((480, 880), np.uint8)
-    mask[120:360, 200:520] = 1
+    mask = first_mask()
     print(f"device {args.device}, grid {args.grid}x{args.channels}, torch threads {torch.get_num_threads()}, "
           f"auto tile {kernels.choose_tile(grid_hw, params.radius, args.channels, args.device)}")
     for name in args.tiles.split(","):
@@ -45,7 +46,7 @@ def main():
             tile = None if name == "auto" else parse_hw(name)
             block = None if block_name == "auto" else int(block_name)
             stamps = [time.perf_counter()]
-            for _ in iter_propagate(feats, mask, [params], (480, 880), device=args.device, tile_hw=tile, block=block):
+            for _ in iter_propagate(feats, mask, [params], OUT_HW, device=args.device, tile_hw=tile, block=block):
                 stamps.append(time.perf_counter())
             steady = np.diff(stamps)[params.video_len + 1:]
             print(f"tile {name:>7} block {block_name:>4}: steady {steady.mean() * 1000:8.1f} ms per frame "

@@ -22,12 +22,12 @@ SUMMARY=$OUT/summary.log
 
 export PYTHONPATH=$REPO/.gpu/site:$REPO${PYTHONPATH:+:$PYTHONPATH}
 if [ -d "$REPO/.gpu/data/davis2016-val" ]; then
-    export LPCACHE_DATA=$REPO/.gpu/data
+    export LPCACHE_SHARED_DATA=$REPO/.gpu/data
 else
-    export LPCACHE_DATA=${LPCACHE_DATA:-$REPO/../shared/data}
+    export LPCACHE_SHARED_DATA=${LPCACHE_SHARED_DATA:-$REPO/../shared/data}
 fi
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
-DAVIS=$LPCACHE_DATA/davis2016-val
+DAVIS=$LPCACHE_SHARED_DATA/davis2016-val
 PY=${PYTHON:-python3}
 if [ "$DEVICE" = cpu ]; then DRY=1; else DRY=0; fi
 export DEVICE OUT WORK DAVIS PY DRY
@@ -77,7 +77,7 @@ except ImportError as exc:
 EOF
     $PY -m lpcache --version
     $PY -m lpcache.cli backbones | sed -n 1,3p
-    echo "LPCACHE_DATA=$LPCACHE_DATA"; ls "$DAVIS/JPEGImages/480p"; du -sh "$LPCACHE_DATA"
+    echo "LPCACHE_SHARED_DATA=$LPCACHE_SHARED_DATA"; ls "$DAVIS/JPEGImages/480p"; du -sh "$LPCACHE_SHARED_DATA"
 }
 export -f env_info
 step "environment" env.log 60 env_info

@@ -107,15 +107,21 @@ def _sequences(davis2016, names):
         return [line.strip() for line in handle if line.strip()]
 
 
-def build_multi_root(davis2016, osvos, out_root, sequences=MULTI):
-    """A DAVIS root: JPEGs symlinked from davis2016-val, Annotations = OSVOS masks with a void band."""
+def _new_root(davis2016, out_root, sequences, linked=("JPEGImages",)):
+    """A DAVIS root with ImageSets/2017/val.txt listing `sequences` and their `linked` folders symlinked."""
     os.makedirs(os.path.join(out_root, "ImageSets", "2017"), exist_ok=True)
     with open(os.path.join(out_root, "ImageSets", "2017", "val.txt"), "w") as handle:
         handle.write("".join(f"{s}\n" for s in sequences))
+    for kind in linked:
+        os.makedirs(os.path.join(out_root, kind, "480p"), exist_ok=True)
+        for seq in sequences:
+            os.symlink(os.path.join(davis2016, kind, "480p", seq), os.path.join(out_root, kind, "480p", seq))
+
+
+def build_multi_root(davis2016, osvos, out_root, sequences=MULTI):
+    """A DAVIS root: JPEGs symlinked from davis2016-val, Annotations = OSVOS masks with a void band."""
+    _new_root(davis2016, out_root, sequences)
     for seq in sequences:
-        jpg_dir = os.path.join(out_root, "JPEGImages", "480p")
-        os.makedirs(jpg_dir, exist_ok=True)
-        os.symlink(os.path.join(davis2016, "JPEGImages", "480p", seq), os.path.join(jpg_dir, seq))
         ann_dir = os.path.join(out_root, "Annotations", "480p", seq)
         os.makedirs(ann_dir)
         for name in sorted(os.listdir(os.path.join(osvos, seq))):
@@ -127,13 +133,8 @@ def build_multi_root(davis2016, osvos, out_root, sequences=MULTI):
 
 def build_resized_root(davis2016, out_root, sequences, size=SEED_SIZE):
     """davis2016-val with annotations resized (PIL NEAREST) to size on disk (for the official run only)."""
-    os.makedirs(os.path.join(out_root, "ImageSets", "2017"), exist_ok=True)
-    with open(os.path.join(out_root, "ImageSets", "2017", "val.txt"), "w") as handle:
-        handle.write("".join(f"{s}\n" for s in sequences))
+    _new_root(davis2016, out_root, sequences)
     for seq in sequences:
-        jpg_dir = os.path.join(out_root, "JPEGImages", "480p")
-        os.makedirs(jpg_dir, exist_ok=True)
-        os.symlink(os.path.join(davis2016, "JPEGImages", "480p", seq), os.path.join(jpg_dir, seq))
         src = os.path.join(davis2016, "Annotations", "480p", seq)
         ann_dir = os.path.join(out_root, "Annotations", "480p", seq)
         os.makedirs(ann_dir)
@@ -145,13 +146,7 @@ def build_resized_root(davis2016, out_root, sequences, size=SEED_SIZE):
 
 def build_subset_root(davis2016, out_root, sequences):
     """davis2016-val restricted to some sequences (symlinks; the official code cannot pick a subset)."""
-    os.makedirs(os.path.join(out_root, "ImageSets", "2017"), exist_ok=True)
-    with open(os.path.join(out_root, "ImageSets", "2017", "val.txt"), "w") as handle:
-        handle.write("".join(f"{s}\n" for s in sequences))
-    for kind in ("JPEGImages", "Annotations"):
-        os.makedirs(os.path.join(out_root, kind, "480p"), exist_ok=True)
-        for seq in sequences:
-            os.symlink(os.path.join(davis2016, kind, "480p", seq), os.path.join(out_root, kind, "480p", seq))
+    _new_root(davis2016, out_root, sequences, linked=("JPEGImages", "Annotations"))
     return out_root
 
 

@@ -4,7 +4,7 @@
 Device under test: LPCACHE_TEST_DEVICE (default `cuda`); `LPCACHE_TEST_DEVICE=cpu` runs every test with the
 CPU on both sides, only as a dry run of this file's code (scripts/gpu_check.sh uses it for its CPU rehearsal).
 Real data (blackswan, kite-surf, car-shadow, motocross-jump, scooter-black, first frames) is used when the
-`davis_root` fixture finds it (LPCACHE_DATA); the synthetic cases always run.
+`davis_root` fixture finds it (LPCACHE_SHARED_DATA); the synthetic cases always run.
 """
 import importlib.util
 import os
@@ -134,7 +134,7 @@ def test_synthetic_propagation_on_device_matches_cpu(kind, make_features):
 @pytest.mark.parametrize("seq", ["blackswan", "kite-surf"])
 def test_real_cached_propagation_on_device_matches_cpu(real_cache, seq):
     if real_cache is None:
-        pytest.skip("real data not found (set LPCACHE_DATA)")
+        pytest.skip("real data not found (set LPCACHE_SHARED_DATA)")
     root, backbone_dir, masks = real_cache
     params = PropagationParams(0.7, 8, 6.0, 3)
     with CachedSequence(os.path.join(backbone_dir, seq + ".h5")) as cached:

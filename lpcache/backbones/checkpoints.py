@@ -11,12 +11,25 @@ import pickle
 from typing import Dict, List, Optional, Tuple
 
 import torch
+from torch import nn
 
 from ..errors import InputError
 from ..provenance import sha256_file
 
 log = logging.getLogger(__name__)
 OPTIONAL_SUFFIXES = ("num_batches_tracked",)
+
+
+class WrappedNet(nn.Module):
+    """A feature extractor around a timm network `net`; checkpoints load into `net` (weights_module)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    @property
+    def weights_module(self):
+        return self.net
 
 
 @dataclasses.dataclass(frozen=True)

