@@ -102,7 +102,7 @@ def main():
     if torch.device(args.device).type == "cuda":
         print(f"device {args.device}: {torch.cuda.get_device_name(torch.device(args.device))}, torch {torch.__version__}")
     with tempfile.TemporaryDirectory() as tmp:
-        root = subset_root(args.davis, args.sequence, args.frames, os.path.join(tmp, "davis"))
+        root = subset_root(os.path.abspath(args.davis), args.sequence, args.frames, os.path.join(tmp, "davis"))
         for backbone in args.backbones.split(","):
             bench(backbone, root, args.sequence, args.frames, args.batch_size, args.num_workers, args.device,
                   args.amp)
