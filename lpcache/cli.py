@@ -1,8 +1,8 @@
 """The `lpcache` command line: a click group with one thin command per stage.
 
 Each command lives in `lpcache/commands/<name>.py` as a click command called `command`
-that parses options and calls one library function. Errors of type LpcacheError become a
-one-line `Error: ...` on stderr and exit status 1.
+that parses options and calls one library function. Every error becomes a one-line `Error: ...` on
+stderr and exit status 1 (see LpcacheGroup); Ctrl-C exits with status 130.
 """
 import importlib
 import logging
@@ -34,18 +34,59 @@ def one_line(text) -> str:
     return " ".join(str(text).split())
 
 
+#: What to lower when a command runs out of GPU memory.
+OOM_ADVICE = {
+    "extract": "lower --batch-size or use --device cpu",
+    "run": "lower --batch-size or use --device cpu",
+    "sweep": "lower --jobs or use --device cpu",
+}
+INTERRUPTED = "Interrupted: finished work is kept; re-running resumes"
+
+log = logging.getLogger("lpcache")
+
+
+def _is_out_of_memory(exc) -> bool:
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def error_line(exc, command=None) -> str:
+    """The one `Error: ...` line for an exception that escaped a command."""
+    if isinstance(exc, LpcacheError):
+        return f"Error: {one_line(exc)}"
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"Error: {where}{one_line(exc.strerror or exc)}"
+    if _is_out_of_memory(exc):
+        advice = OOM_ADVICE.get(command, "use --device cpu")
+        return f"Error: out of GPU memory ({advice}): {one_line(exc)[:300]}"
+    if isinstance(exc, MemoryError):
+        return "Error: out of memory (use fewer --jobs or fewer sequences at once)"
+    return f"Error: internal error: {type(exc).__name__}: {one_line(exc)} (re-run with -vv for the traceback)"
+
+
 class LpcacheGroup(click.Group):
-    """Turns LpcacheError and operating-system errors (disk full, permission) into one `Error:` line."""
+    """Every failure of a command becomes one `Error:` line on stderr and exit status 1.
+
+    LpcacheError and operating-system errors (disk full, permission) carry their file; GPU out-of-memory
+    names the option to lower; any other exception is an internal error whose traceback is logged at
+    debug level (-vv). Ctrl-C exits with status 130, keeping finished work.
+    """
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except LpcacheError as exc:
-            click.echo(f"Error: {one_line(exc)}", err=True)
-            sys.exit(1)
-        except OSError as exc:
-            where = f"{exc.filename}: " if exc.filename else ""
-            click.echo(f"Error: {where}{one_line(exc.strerror or exc)}", err=True)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo(INTERRUPTED, err=True)
+            sys.exit(130)
+        except Exception as exc:  # noqa: BLE001 - the one place that turns failures into one line
+            if not isinstance(exc, (LpcacheError, OSError)):
+                log.debug("traceback of the internal error", exc_info=True)
+            click.echo(error_line(exc, ctx.invoked_subcommand), err=True)
             sys.exit(1)
 
 

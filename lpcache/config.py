@@ -1,6 +1,7 @@
 """Parameter data classes with validation and stable ids."""
 import dataclasses
 import math
+import numbers
 
 from .errors import InputError
 
@@ -16,14 +17,16 @@ class PropagationParams:
 
     def validate(self, grid_hw=None):
         """Raise InputError for an out-of-range value (topk is checked against the grid when given)."""
-        if not (self.temperature > 0 and math.isfinite(self.temperature)):
-            raise InputError(f"temperature {self.temperature}: must be a positive number")
-        if self.radius <= 0:
-            raise InputError(f"radius {self.radius}: must be positive")
-        if self.video_len < 1:
-            raise InputError(f"video_len {self.video_len}: must be at least 1")
-        if self.topk < 1:
-            raise InputError(f"topk {self.topk}: must be at least 1")
+        for name, rule in (("temperature", "must be a positive number"), ("radius", "must be positive")):
+            value = getattr(self, name)
+            if not (_is_real(value) and math.isfinite(value) and value > 0):
+                raise InputError(f"{name} {value}: {rule} and finite")
+        for name in ("video_len", "topk"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+                raise InputError(f"{name} {value!r}: must be an integer")
+            if value < 1:
+                raise InputError(f"{name} {value}: must be at least 1")
         if grid_hw is not None:
             candidates = grid_hw[0] * grid_hw[1]
             if self.topk > candidates:
@@ -103,6 +106,22 @@ class SweepGrid:
 
     def as_dict(self):
         return {name: list(getattr(self, name)) for name in self.FIELDS}
+
+
+def read_toml(handle) -> dict:
+    """Parse a TOML file opened in binary mode: the standard library's tomllib, or tomli below Python 3.11.
+
+    Errors are ValueError (TOMLDecodeError) in both."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python < 3.11
+        import tomli as tomllib
+    return tomllib.load(handle)
+
+
+def _is_real(value) -> bool:
+    """A real number (int, float, numpy scalar), not a bool or a string."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _grid_value(value, name, kind, where):

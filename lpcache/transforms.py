@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .davis import open_image
 from .errors import InputError
 
 SEED_HW = (480, 880)
@@ -33,15 +34,10 @@ def input_hw(protocol: str, orig_hw, multiple: int) -> Tuple[int, int]:
 
 
 def read_rgb(path) -> Image.Image:
-    """Decode a JPEG to an RGB PIL image; InputError naming the file when it is missing or broken."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.convert("RGB")
-    except FileNotFoundError:
-        raise InputError(f"{path}: frame not found") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise InputError(f"{path}: unreadable image ({exc})") from None
+    """Decode a JPEG to an RGB PIL image; InputError naming the file when it is missing, broken or too large."""
+    with open_image(path, "frame") as image:
+        image.load()
+        return image.convert("RGB")
 
 
 def seed_reencode(image: Image.Image) -> Image.Image:

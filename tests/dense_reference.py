@@ -1,13 +1,23 @@
 """A plain, dense implementation of propagation-spec.md (sections 4-9), written from the spec only.
 
 Slow on purpose: every target scores all (L + 1) * hw candidates (frame 0 repeated as the spec says),
-with a dense radius bias on the short-term slots. Used by the tests as the independent check of the engine.
+laid out in the seed's order - context slot (slot 0 = frame 0, then the short-term frames oldest first),
+then grid position - with a dense radius bias on the short-term slots. It defines the semantics the engine
+must reproduce bit for bit, including the two choices the seed leaves open:
+  * the tie rule: the top-k are the k best raw scores, equal scores ranked by candidate index in that
+    layout (a stable sort of the negated scores), lower first;
+  * the sum: softmax(top-k scores / tau) weights times the candidates' labels, added one by one from the
+    best candidate to the k-th.
+Used by the tests as the independent check of the engine.
 """
 import cv2
 import numpy as np
 import torch
 
 from lpcache.davis import PALETTE
+
+ROWS_PER_PRODUCT = 256
+MIN_ROWS = 16     # a product of fewer rows takes another BLAS path (another summation order): none is made
 
 
 def reference_label_ids(mask):
@@ -31,8 +41,22 @@ def radius_bias(grid_hw, radius):
     return torch.from_numpy(np.where(dist < radius, 0.0, -1e10).astype(np.float32))
 
 
+def ranked(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the k best scores of each row: score descending, equal scores by column (the tie rule)."""
+    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+
+
+def row_chunks(count):
+    """(start, stop) chunks of ROWS_PER_PRODUCT rows, a short last chunk merged into the one before it."""
+    starts = list(range(0, count, ROWS_PER_PRODUCT))
+    if len(starts) > 1 and count - starts[-1] < MIN_ROWS:
+        starts.pop()
+    return list(zip(starts, starts[1:] + [count]))
+
+
 def reference_propagate(feats, first_mask, temperature, topk, radius, video_len, out_hw, return_soft=False):
-    """feats (T, h, w, C) L2-normalised; first_mask (H, W) ids at out_hw. Returns masks (T, H, W) uint8."""
+    """feats (T, h, w, C) L2-normalised; first_mask (H, W) ids at out_hw. Returns masks (T, H, W) uint8
+    (and the soft maps (hw, K+1) of every frame when return_soft)."""
     feats = torch.as_tensor(np.asarray(feats, dtype=np.float32))
     n_frames, h, w, channels = feats.shape
     hw = h * w
@@ -43,17 +67,21 @@ def reference_propagate(feats, first_mask, temperature, topk, radius, video_len,
     masks, softs = [np.asarray(first_mask, dtype=np.uint8)], [labels[0]]
     for t in range(1, n_frames):
         context = [0] + [max(0, t - video_len + i) for i in range(video_len)]
-        keys = torch.cat([flat[f] for f in context], 0)                      # (T*hw, C)
+        keys = torch.cat([flat[f] for f in context], 0)                      # (T*hw, C), slot-major
         slot_labels = torch.cat([labels[f] for f in context], 0)            # (T*hw, K+1)
         pred = torch.empty(hw, len(ids))
-        for start in range(0, hw, 256):
-            stop = min(hw, start + 256)
+        for start, stop in row_chunks(hw):
             raw = (flat[t, start:stop] @ keys.t()).reshape(stop - start, video_len + 1, hw)
             raw[:, 1:] += bias[start:stop, None, :]                          # short-term slots only
-            scores = raw.reshape(stop - start, -1) / temperature
-            values, index = torch.topk(scores, topk, dim=1)
-            weights = torch.softmax(values, dim=1)
-            pred[start:stop] = (weights[:, :, None] * slot_labels[index]).sum(1)
+            raw = raw.reshape(stop - start, -1).numpy()
+            best = ranked(raw, topk)                                         # (rows, k)
+            values = torch.from_numpy(np.take_along_axis(raw, best, axis=1))
+            weights = torch.softmax(values / temperature, dim=1)
+            picked = slot_labels[torch.from_numpy(best)]                     # (rows, k, K+1)
+            mixed = weights[:, 0, None] * picked[:, 0]
+            for i in range(1, topk):                                         # best candidate first
+                mixed = mixed + weights[:, i, None] * picked[:, i]
+            pred[start:stop] = mixed
         labels.append(pred)
         softs.append(pred)
         soft = pred.numpy().reshape(h, w, len(ids))

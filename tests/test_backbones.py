@@ -181,7 +181,7 @@ def test_timm_any_features_and_checkpoint(tmp_path):
         expected = full.layer2(full.layer1(full.maxpool(full.act1(full.bn1(full.conv1(x.clone()))))))
         torch.testing.assert_close(model(x), expected)
     vit = get_spec("timm:vit_tiny_patch16_224")
-    assert (vit.architecture, vit.stride, vit.channels, vit.grid) == ("timm-vit", 16, 192, "floor")
+    assert (vit.architecture, vit.stride, vit.channels, vit.grid) == ("timm-vit", 16, 192, "round")
 
 
 def test_unknown_backbone_and_missing_checkpoint():

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from lpcache import cache
+from lpcache.atomic import host_tag
 from lpcache.errors import InputError
 
 
@@ -17,11 +18,12 @@ def test_write_read_roundtrip_normalised(tmp_path):
     feats = _feats()
     frames = ["00000", "00001", "00002"]
     path = cache.write_sequence(str(tmp_path), "seq", feats, frames, dtype="float32",
-                                attrs={"backbone": {"name": "x"}, "input_hw": [32, 40]})
+                                attrs={"backbone": {"name": "x", "channels": 6}, "input_hw": [32, 40]})
     assert path.endswith("seq.h5") and not os.path.exists(path + ".partial")
     with cache.open_sequence(path) as seq:
         assert seq.frames == frames and seq.grid_hw == (4, 5) and seq.channels == 6
-        assert seq.attrs["backbone"] == {"name": "x"} and seq.attrs["input_hw"] == [32, 40]
+        assert seq.attrs["backbone"] == {"name": "x", "channels": 6} and seq.attrs["input_hw"] == [32, 40]
+        assert seq.attrs["backbone_id"] == tmp_path.name  # default: the folder name
         got = seq.read()
     expected = feats / np.linalg.norm(feats, axis=-1, keepdims=True)
     np.testing.assert_allclose(got, expected, rtol=1e-6)
@@ -89,9 +91,9 @@ def test_stale_partial_of_a_dead_writer_is_removed_live_one_kept(tmp_path):
 
     dead = subprocess.Popen(["true"])
     dead.wait()
-    stale = tmp_path / f"seq.h5.{dead.pid}-deadbeef.partial"
+    stale = tmp_path / f"seq.h5.{host_tag()}-{dead.pid}-deadbeef.partial"
     stale.write_bytes(b"half")
-    live = tmp_path / f"seq.h5.{os.getppid()}-cafecafe.partial"  # a running process's file
+    live = tmp_path / f"seq.h5.{host_tag()}-{os.getppid()}-cafecafe.partial"  # a running process's file
     live.write_bytes(b"busy")
     cache.write_sequence(str(tmp_path), "seq", _feats(), ["a", "b", "c"])
     assert sorted(os.listdir(tmp_path)) == sorted(["seq.h5", live.name])

@@ -15,16 +15,16 @@ import torch
 from click.testing import CliRunner
 
 from lpcache import backbones
-from lpcache import score as scoring
+from lpcache import scoring
 from lpcache.cache import CachedSequence
 from lpcache.cli import cli
 from lpcache.config import PropagationParams, SweepGrid
 from lpcache.davis import read_mask, resize_mask_nearest
 from lpcache.errors import InputError
-from lpcache.extract import BatchForward, extract
-from lpcache.propagate import propagate
+from lpcache.extraction import BatchForward, extract
+from lpcache.run_propagation import propagate
 from lpcache.propagation import iter_propagate, propagate_video
-from lpcache.sweep import sweep
+from lpcache.sweeping import sweep
 from lpcache.synthetic import make_synthetic_davis
 from lpcache.transforms import prepare_frame
 from test_extract import real_subset

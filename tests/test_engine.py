@@ -157,3 +157,96 @@ def test_real_stride8_grid_matches_reference(davis_root):
     want = reference_propagate(feats, mask, params.temperature, params.topk, params.radius, params.video_len, (480, 880))
     got = propagate_video(feats, mask, params, (480, 880))
     assert _agreement(got, want) >= 0.9999
+
+
+# ------------------------------------------------------------------ frames are checked as they are read
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_a_non_finite_frame_stops_before_its_mask(tiny, bad, as_tensor):
+    feats, mask = tiny
+    feats = feats.copy()
+    feats[2, 3, 4, 1] = bad
+    source = torch.from_numpy(feats) if as_tensor else feats
+    seen = []
+    with pytest.raises(InputError, match="frame 2: non-finite feature values"):
+        for t, _ in iter_propagate(source, mask, [PropagationParams(0.7, 4, 3.0, 4)], mask.shape, block=1):
+            seen.append(t)
+    assert 2 not in seen
+
+
+class _FrameSource:
+    """A cache-like source: frames only through `frame` (as lpcache.cache.CachedSequence gives them)."""
+
+    def __init__(self, feats):
+        self._feats = feats
+        self.n_frames, self.grid_hw, self.channels = feats.shape[0], feats.shape[1:3], feats.shape[3]
+        self.read = []
+
+    @property
+    def feats(self):
+        raise AssertionError("frames must be read through frame()")
+
+    def frame(self, index, dtype=np.float32):
+        self.read.append(index)
+        return self._feats[index].astype(dtype)
+
+
+def test_a_cache_is_read_through_its_checked_frame_method(tiny):
+    feats, mask = tiny
+    source = _FrameSource(feats)
+    params = PropagationParams(0.7, 4, 3.0, 4)
+    np.testing.assert_array_equal(propagate_video(source, mask, params, mask.shape),
+                                  propagate_video(feats, mask, params, mask.shape))
+    assert source.read == list(range(9))
+
+
+def test_a_non_finite_frame_in_a_cache_file_names_the_file_and_frame(tiny, tmp_path):
+    import h5py
+
+    from lpcache.cache import CachedSequence, write_sequence
+    feats, mask = tiny
+    path = write_sequence(str(tmp_path), "seq", feats, [f"{i:05d}" for i in range(9)])
+    with h5py.File(path, "r+") as handle:
+        handle["feats"][2, 1, 1, 0] = np.nan
+    seen = []
+    with CachedSequence(path) as cached:
+        with pytest.raises(InputError, match=r"seq\.h5: frame 2 \(00002\): non-finite feature values"):
+            for t, _ in iter_propagate(cached, mask, [PropagationParams(0.7, 4, 3.0, 4)], mask.shape):
+                seen.append(t)
+    assert 2 not in seen
+
+
+# ------------------------------------------------------------------ out of memory
+def _failing(monkeypatch, times):
+    """Make the first `times` window products raise CUDA's out-of-memory error."""
+    from lpcache.propagation import kernels
+    real, calls = kernels.window_scores, []
+
+    def window_scores(*args):
+        calls.append(1)
+        if len(calls) <= times:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args)
+
+    monkeypatch.setattr(kernels, "window_scores", window_scores)
+    return calls
+
+
+def test_out_of_memory_backs_off_to_fewer_targets_per_product(tiny, monkeypatch, caplog):
+    feats, mask = tiny
+    params = PropagationParams(0.7, 4, 3.0, 4)
+    want = propagate_video(feats, mask, params, mask.shape, block=4)
+    calls = _failing(monkeypatch, 2)
+    got = propagate_video(feats, mask, params, mask.shape, block=4)
+    np.testing.assert_array_equal(got, want)
+    assert len(calls) > 2
+    assert "out of memory on cpu: 1 target(s) per product from now on" in caplog.text
+
+
+def test_out_of_memory_for_one_target_is_one_input_error(tiny, monkeypatch):
+    feats, mask = tiny
+    _failing(monkeypatch, 10 ** 6)
+    settings = [PropagationParams(0.7, 4, 3.0, 4), PropagationParams(0.7, 2, 3.0, 4)]
+    with pytest.raises(InputError, match=r"^features: out of memory on cpu at grid 7x9 with 2 setting\(s\): use fewer "
+                                         r"settings, --precision float16, or --device cpu$"):
+        list(iter_propagate(feats, mask, settings, mask.shape))

@@ -18,7 +18,7 @@ from torchvision.models import resnet18
 from lpcache.backbones import create
 from lpcache.commands.cache import command as cache_command
 from lpcache.errors import InputError
-from lpcache.extract import extract
+from lpcache.extraction import extract
 from lpcache.transforms import normalize, prepare_frame
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

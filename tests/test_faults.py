@@ -20,9 +20,9 @@ from click.testing import CliRunner
 from lpcache.cache import FeatureCache, verify_sequence
 from lpcache.cli import cli
 from lpcache.config import SweepGrid
-from lpcache.extract import extract
-from lpcache.propagate import propagate
-from lpcache.sweep import sweep
+from lpcache.extraction import extract
+from lpcache.run_propagation import propagate
+from lpcache.sweeping import sweep
 from lpcache.synthetic import make_synthetic_davis
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -298,11 +298,10 @@ def test_two_concurrent_sweeps_same_folder(data, reference_sweep, tmp_path):
                                   stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [p.communicate(timeout=240) for p in processes]
     codes = [p.returncode for p in processes]
-    for code, (_, err) in zip(codes, outputs):
-        # Each either finishes or stops with a clear one-line error (e.g. the folder is in use); no crash.
-        assert code == 0 or (code == 1 and err.startswith("Error: ") and "Traceback" not in err), err[-3000:]
-    assert 0 in codes, outputs
+    assert codes == [0, 0], outputs  # shards are merged under their file locks: both finish
     for name in os.listdir(out / "shards" / BACKBONE_ID):
+        if name.endswith(".lock"):
+            continue
         assert name.endswith(".json"), name  # no stray .partial
         json.load(open(out / "shards" / BACKBONE_ID / name))
     rows = {r["setting"]: r["J&F-Mean"] for r in csv.DictReader(open(out / "sweep_results.csv"))}

@@ -255,3 +255,86 @@ def test_bare_root_archive_and_stray_top_folder(tmp_path, davis_root):
     fetch_davis(tmp_path / "mac", archive=str(mac), progress=False)
     _assert_davis_root(tmp_path / "mac", davis_root)
     assert not (tmp_path / "mac" / "__MACOSX").exists()
+
+
+# ------------------------------------------------------------------ never delete or replace what it did not create
+def _tree_snapshot(folder):
+    """{relative path: bytes or 'dir'} of everything under folder."""
+    out = {}
+    for base, dirs, files in os.walk(folder):
+        for name in dirs:
+            out[os.path.relpath(os.path.join(base, name), folder)] = "dir"
+        for name in files:
+            path = os.path.join(base, name)
+            out[os.path.relpath(path, folder)] = open(path, "rb").read()
+    return out
+
+
+def test_existing_files_are_a_conflict_unless_force(tmp_path, small_archive, davis_root):
+    root = tmp_path / "davis"
+    (root / "JPEGImages" / "mine").mkdir(parents=True)
+    (root / "JPEGImages" / "mine" / "notes.txt").write_text("my own work")
+    (root / "README.md").write_text("my readme")
+    before = _tree_snapshot(root)
+    result = CliRunner().invoke(cli, ["fetch-davis", str(root), "--archive", small_archive, "--no-progress"])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {root / 'JPEGImages'}: already exists")
+    assert "--force" in lines[0] and "1 more" in lines[0]  # README.md too
+    assert _tree_snapshot(root) == before  # nothing replaced, no staging folder left
+    result = CliRunner().invoke(cli, ["fetch-davis", str(root), "--archive", small_archive, "--no-progress",
+                                      "--force"])
+    assert result.exit_code == 0, result.output
+    _assert_davis_root(root, davis_root)
+    assert (root / "README.md").read_text() == "small DAVIS archive for tests\n"
+    assert not (root / "JPEGImages" / "mine").exists()
+
+
+def test_a_foreign_record_file_is_a_conflict(tmp_path, small_archive):
+    root = tmp_path / "davis"
+    root.mkdir()
+    (root / "lpcache-fetch.json").write_text("not written by fetch-davis")
+    with pytest.raises(InputError, match=r"lpcache-fetch\.json: already exists"):
+        fetch_davis(root, archive=small_archive, progress=False)
+    assert (root / "lpcache-fetch.json").read_text() == "not written by fetch-davis"
+    assert sorted(os.listdir(root)) == ["lpcache-fetch.json"]
+
+
+def test_an_archive_the_user_put_in_root_is_never_deleted(tmp_path, small_archive, davis_root):
+    root = tmp_path / "davis"
+    root.mkdir()
+    mine = root / "DAVIS-2017-trainval-480p.zip"
+    mine.write_bytes(open(small_archive, "rb").read())
+    # Nobody listens on this port: the file in ROOT is taken as the download and nothing is fetched.
+    fetch_davis(root, url="http://127.0.0.1:9/DAVIS-2017-trainval-480p.zip", progress=False)
+    _assert_davis_root(root, davis_root)
+    assert mine.read_bytes() == open(small_archive, "rb").read()
+
+
+def test_own_download_and_marker_removed_after_unpack(tmp_path, small_archive):
+    payload = open(small_archive, "rb").read()
+    server = _Server(payload)
+    try:
+        root = tmp_path / "davis"
+        fetch_davis(root, url=server.url, progress=False)
+        assert not [n for n in os.listdir(root) if n.startswith("DAVIS-2017-trainval-480p.zip")]
+    finally:
+        server.stop()
+
+
+def test_non_file_at_the_archive_path_or_staging_path_is_refused(tmp_path, small_archive):
+    root = tmp_path / "davis"
+    (root / "DAVIS-2017-trainval-480p.zip").mkdir(parents=True)
+    (root / "DAVIS-2017-trainval-480p.zip" / "keep.txt").write_text("mine")
+    with pytest.raises(InputError, match=r"DAVIS-2017-trainval-480p\.zip: exists and is not the archive"):
+        fetch_davis(root, url="http://127.0.0.1:9/DAVIS-2017-trainval-480p.zip", progress=False)
+    assert (root / "DAVIS-2017-trainval-480p.zip" / "keep.txt").read_text() == "mine"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "precious.txt").write_text("keep")
+    root2 = tmp_path / "davis2"
+    root2.mkdir()
+    (root2 / ".lpcache-unpack.partial").symlink_to(other, target_is_directory=True)
+    with pytest.raises(InputError, match=r"\.lpcache-unpack\.partial: exists and is not fetch-davis's staging"):
+        fetch_davis(root2, archive=small_archive, progress=False)
+    assert (other / "precious.txt").read_text() == "keep"

@@ -53,10 +53,83 @@ def test_window_scores_equal_dense_products_masked_outside_the_radius():
         torch.testing.assert_close(stacked[0], torch.cat([want, 2 * want]), rtol=1e-6, atol=1e-6)
 
 
-def test_topk_padded_pads_with_minus_infinity():
-    values, index = kernels.topk_padded(torch.tensor([[1.0, 3.0, 2.0]]), 5)
+def test_topk_ordered_pads_with_minus_infinity():
+    values, index = kernels.topk_ordered(torch.tensor([[1.0, 3.0, 2.0]]), 5)
     assert values.tolist() == [[3.0, 2.0, 1.0, float("-inf"), float("-inf")]]
     assert index[0, :3].tolist() == [1, 2, 0]
+
+
+def test_topk_ordered_breaks_ties_by_lower_index():
+    scores = torch.tensor([[1.0, 5.0, 2.0, 5.0, 5.0, 2.0, 5.0, 0.0]])
+    for k, want in [(1, [1]), (2, [1, 3]), (4, [1, 3, 4, 6]), (5, [1, 3, 4, 6, 2]), (8, [1, 3, 4, 6, 2, 5, 0, 7])]:
+        values, index = kernels.topk_ordered(scores, k)
+        assert index[0].tolist() == want
+        assert values[0].tolist() == scores[0, want].tolist()
+
+
+@pytest.mark.parametrize("levels", [2, 4, 50])
+def test_topk_ordered_is_a_stable_descending_sort_cut_at_k(levels):
+    """Every k gives the first k of the same order (the order of numpy's stable sort of the negated scores)."""
+    rng = np.random.default_rng(levels)
+    scores = rng.integers(0, levels, size=(3, 7, 40)).astype(np.float32)
+    want = np.argsort(-scores, axis=-1, kind="stable")
+    for k in range(1, 46):
+        values, index = kernels.topk_ordered(torch.from_numpy(scores), k)
+        kept = min(k, 40)
+        np.testing.assert_array_equal(index[..., :kept].numpy(), want[..., :kept])
+        np.testing.assert_array_equal(values[..., :kept].numpy(), np.take_along_axis(scores, want[..., :kept], -1))
+
+
+def test_topk_ordered_keeps_minus_infinity_last():
+    scores = torch.tensor([[float("-inf"), 2.0, float("-inf"), 2.0, float("-inf")]])
+    values, index = kernels.topk_ordered(scores, 3)
+    assert values[0].tolist() == [2.0, 2.0, float("-inf")]
+    assert index[0, :2].tolist() == [1, 3]
+
+
+def test_merge_topk_ranks_equal_scores_by_slot_then_position():
+    """Two slot lists (each in tie-rule order) laid out slot 0 first: ties go to slot 0, then slot 1."""
+    lists = torch.tensor([[0.5, 0.2, 0.7, 0.5, 0.5]])           # slot 0: [0.5, 0.2]; slot 1: [0.7, 0.5, 0.5]
+    label_index = torch.tensor([[10, 11, 20, 21, 22]])
+    for k, want in [(1, [20]), (2, [20, 10]), (3, [20, 10, 21]), (4, [20, 10, 21, 22]), (5, [20, 10, 21, 22, 11])]:
+        values, picked = kernels.merge_topk(lists, label_index, k)
+        assert picked[0].tolist() == want
+
+
+def test_mix_labels_adds_the_terms_best_first():
+    """The sum runs over the kept candidates in order, as a float32 running sum would."""
+    rng = np.random.default_rng(1)
+    values = torch.from_numpy(np.sort(rng.normal(size=(50, 7)).astype(np.float32), axis=1)[:, ::-1].copy())
+    scale = 10.0 ** rng.integers(-3, 3, size=(30, 1))                 # labels of very different sizes
+    labels = torch.from_numpy(rng.random(size=(30, 3)) * scale).float()
+    label_index = torch.from_numpy(rng.integers(0, 30, size=(50, 7)))
+    weights = torch.softmax(values / 0.3, dim=1).numpy()
+    want = np.zeros((50, 3), np.float32)
+    for row in range(50):
+        total = weights[row, 0] * labels[label_index[row, 0]].numpy()
+        for column in range(1, 7):
+            total = total + weights[row, column] * labels[label_index[row, column]].numpy()
+        want[row] = total
+    np.testing.assert_array_equal(kernels.mix_labels(values, label_index, labels, 0.3).numpy(), want)
+
+
+@pytest.mark.parametrize("channels", [4, 256])
+def test_products_do_not_depend_on_the_shape(channels):
+    """A score is the same bits in a 1 x 1 product, a thin one, a batched one, or the full product, with the
+    keys transposed as a view or stored transposed."""
+    rng = np.random.default_rng(2)
+    feats = rng.normal(size=(300, channels))
+    feats = torch.from_numpy((feats / np.linalg.norm(feats, axis=1, keepdims=True)).astype(np.float16)).float()
+    queries, keys = feats[:100], feats[100:]
+    full = kernels.products(queries, keys.t()).numpy()
+    for (q0, q1), (k0, k1) in [((0, 1), (0, 1)), ((3, 6), (5, 12)), ((7, 8), (0, 200)), ((0, 100), (9, 10)),
+                               ((10, 27), (40, 49)), ((50, 99), (1, 140))]:
+        part, want = keys[k0:k1], full[q0:q1, k0:k1]
+        np.testing.assert_array_equal(kernels.products(queries[q0:q1], part.t()).numpy(), want)
+        np.testing.assert_array_equal(kernels.products(queries[q0:q1], part.t().contiguous()).numpy(), want)
+        batched = kernels.products(queries[q0:q1], torch.stack([part, part.flip(0)]).transpose(1, 2)).numpy()
+        np.testing.assert_array_equal(batched[0], want)
+        np.testing.assert_array_equal(batched[1], want[:, ::-1])
 
 
 def test_merge_and_mix_match_a_direct_computation():

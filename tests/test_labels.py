@@ -65,3 +65,14 @@ def test_real_annotation_round_trip(davis_root):
     inter = np.logical_and(back == 1, mask == 1).sum()
     union = np.logical_or(back == 1, mask == 1).sum()
     assert inter / union > 0.9
+
+
+def test_void_is_a_channel_but_is_written_as_background():
+    """As the seed: void (255) gets its own channel (sorted by its BGR colour, (192, 224, 224)), and a pixel
+    that channel wins ends as 0 (convert_davis.py finds no palette entry for the void colour)."""
+    mask = np.array([[0, 1, 255, 2]], dtype=np.uint8)
+    ids = label_ids(mask)
+    assert ids.tolist() == [0, 1, 2, 255]
+    soft = np.zeros((1, 4, 4), np.float32)
+    soft[0, np.arange(4), np.arange(4)] = 1.0
+    assert upsample_argmax(soft, ids, (1, 4)).tolist() == [[0, 1, 2, 0]]

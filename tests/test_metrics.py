@@ -224,3 +224,17 @@ def test_global_statistics_accepts_official_dicts():
     assert metrics.global_statistics([r.as_dict() for r in rows]) == from_rows
     assert from_rows == {"J&F-Mean": 0.4375, "J-Mean": 0.375, "J-Recall": 0.5, "J-Decay": 0.0,
                          "F-Mean": 0.5, "F-Recall": 0.75, "F-Decay": 0.1}
+
+
+def test_disk_kernel_is_scikit_image_disk_and_the_strict_radius_disk():
+    """The kernel comes from skimage.morphology.disk (as in the official code) and equals, bit for bit, the
+    disk {dx^2 + dy^2 <= r^2} for radii 1..20."""
+    from skimage.morphology import disk
+
+    for radius in range(1, 21):
+        kernel = metrics.disk_kernel(radius)
+        expected = np.array([[1 if dx * dx + dy * dy <= radius * radius else 0 for dx in range(-radius, radius + 1)]
+                             for dy in range(-radius, radius + 1)], dtype=np.uint8)
+        assert kernel.dtype == np.uint8 and kernel.flags.c_contiguous and not kernel.flags.writeable
+        np.testing.assert_array_equal(kernel, expected)
+        np.testing.assert_array_equal(kernel, disk(radius))

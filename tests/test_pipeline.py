@@ -10,7 +10,7 @@ from lpcache import pipeline
 from lpcache.cli import cli
 from lpcache.davis import load_davis, read_mask
 from lpcache.results import RunFolder
-from lpcache.score import score
+from lpcache.scoring import score
 from lpcache.synthetic import make_synthetic_davis
 
 SMALL = {"n_sequences": 2, "n_frames": 8, "hw": (120, 216), "n_objects": 2}

@@ -10,7 +10,7 @@ from PIL import Image
 from lpcache import report
 from lpcache.config import SweepGrid
 from lpcache.metrics import GLOBAL_COLUMNS
-from lpcache.sweep import SweepResult
+from lpcache.sweeping import SweepResult
 
 GRID = SweepGrid(temperature=(0.05, 0.7), topk=(5, 8, 12), radius=(12.0, 18.0), video_len=(20,))
 OBJECTS = ["car_1", "moto_1", "moto_2"]
@@ -34,11 +34,17 @@ def _result():
                                                                                  "input_hw": [480, 880]})
 
 
+#: A provenance record as lpcache.provenance makes it, with a long part (as the real one has).
+RECORD = {"kind": "test", "created": "2026-01-01T00:00:00+00:00", "host": "box", "device": "cuda:0",
+          "precision": "float32", "versions": {"lpcache": "9.9", "torch": "2.14.1", "numpy": "2.0"},
+          "caches": ["/a/very/long/path/" * 10], "settings": [p.id for p in GRID.settings()] * 5}
+
+
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
     result = _result()
-    paths = report.write_report(result, str(out), {"kind": "test", "created": "2026-01-01T00:00:00+00:00"})
+    paths = report.write_report(result, str(out), RECORD)
     return result, out, paths
 
 
@@ -67,9 +73,7 @@ def test_per_object_csv(written):
 def test_leaderboard_ranks_and_links(written):
     result, out, paths = written
     text = (out / "leaderboard.md").read_text()
-    first = text.splitlines()[0]
-    assert first.startswith("<!-- provenance: ") and first.endswith(" -->")
-    assert json.loads(first[len("<!-- provenance: "):-len(" -->")])["kind"] == "test"
+    assert text.splitlines()[0] == "# Sweep leaderboard"
     best_section = text.split("## Best setting per backbone")[1].split("## All settings")[0]
     best_rows = [line for line in best_section.splitlines() if line.startswith("| 1") or line.startswith("| 2")]
     # best: highest topk, lowest temperature, largest radius; vit is 0.05 better than r18
@@ -113,3 +117,69 @@ def test_sweep_json_sidecar(written):
 def test_ranked_is_stable_for_ties():
     rows = [{"setting": s, "J&F-Mean": v} for s, v in (("a", 0.5), ("b", 0.7), ("c", 0.5), ("d", 0.7))]
     assert [r["setting"] for r in report.ranked(rows)] == ["b", "d", "a", "c"]
+
+
+def test_provenance_in_its_own_file_and_a_short_header(written):
+    result, out, paths = written
+    assert json.loads((out / "provenance.json").read_text()) == RECORD
+    assert paths["provenance.json"] == os.path.join(str(out), "provenance.json")
+    text = (out / "leaderboard.md").read_text()
+    assert "<!--" not in text and "/a/very/long/path/" not in text
+    assert max(len(line) for line in text.splitlines() if not line.startswith("|")) < 250
+    header = text.splitlines()[2]
+    for part in ("lpcache 9.9", "torch 2.14.1", "device cuda:0", "float32", "host box", "2026-01-01T00:00:00",
+                 "[provenance.json](provenance.json)"):
+        assert part in header, part
+    record = json.loads((out / "sweep.json").read_text())
+    assert record["outputs"]["provenance.json"] == "provenance.json"
+
+
+@pytest.mark.parametrize("values, limits", [
+    ([0.612, 0.6125, 0.614], (0.588, 0.638)),     # 0.002 apart: widened to 0.05 around the middle 0.613
+    ([0.2, 0.5, 0.9], (0.2, 0.9)),                # wide enough already: the data's own range
+    ([0.99, 0.995, np.nan], (0.95, 1.0)),         # widened, then shifted to stay within [0, 1]
+    ([0.0, 0.01], (0.0, 0.05)),
+    ([np.nan], (0.0, 1.0)),
+])
+def test_colour_limits(values, limits):
+    low, high = report.colour_limits(values)
+    assert (low, high) == pytest.approx(limits)
+    assert high - low >= 0.05 - 1e-12
+
+
+def _near_equal_rows():
+    """A 2 x 3 grid whose J&F values differ only in the 3rd decimal."""
+    values = {(0.05, 5): 0.6101, (0.05, 8): 0.6112, (0.05, 12): 0.6124,
+              (0.7, 5): 0.6093, (0.7, 8): 0.6108, (0.7, 12): 0.6119}
+    return [{"temperature": t, "topk": k, "J&F-Mean": v} for (t, k), v in values.items()], values
+
+
+def test_heatmap_cells_are_annotated_and_the_range_is_not_stretched():
+    rows, values = _near_equal_rows()
+    figure = report.heatmap_figure(rows, [0.05, 0.7], [5, 8, 12], "title")
+    try:
+        axes = figure.axes[0]
+        image = axes.images[0]
+        low, high = image.get_clim()
+        assert high - low >= 0.05 - 1e-12 and low <= min(values.values()) and high >= max(values.values())
+        texts = {(round(t.get_position()[1]), round(t.get_position()[0])): t for t in axes.texts}
+        assert len(texts) == 6
+        for (t, k), value in values.items():
+            cell = texts[([0.05, 0.7].index(t), [5, 8, 12].index(k))]
+            assert cell.get_text() == f"{value:.3f}"
+        # all cells sit in the middle of the colour scale: none is drawn as "the worst" (darkest) colour
+        darkest = image.cmap(0.0)
+        assert all(np.abs(np.subtract(image.cmap(image.norm(v)), darkest)).max() > 0.2 for v in values.values())
+    finally:
+        report._pyplot().close(figure)
+
+
+def test_annotation_colour_follows_the_cell_colour():
+    rows = [{"temperature": 0.1, "topk": k, "J&F-Mean": v} for k, v in ((1, 0.2), (2, 0.9))]
+    figure = report.heatmap_figure(rows, [0.1], [1, 2], "title")
+    try:
+        texts = sorted(figure.axes[0].texts, key=lambda t: t.get_position()[0])
+        # viridis: dark purple at the low end -> white text; yellow at the high end -> black text
+        assert [t.get_color() for t in texts] == ["white", "black"]
+    finally:
+        report._pyplot().close(figure)

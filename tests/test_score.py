@@ -1,4 +1,4 @@
-"""lpcache.score against numbers of the official davis2017-evaluation (tests/reference_scores.py), real data."""
+"""lpcache.scoring against numbers of the official davis2017-evaluation (tests/reference_scores.py), real data."""
 import json
 import os
 
@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from lpcache import davis, metrics, score
+from lpcache import davis, metrics, scoring
 from lpcache.cli import cli
 
 from reference_scores import CASES, CSV_GLOBAL, CSV_PER_SEQUENCE, GLOBAL, PER_OBJECT, build_case
@@ -27,7 +27,7 @@ def assert_matches_reference(case, result):
 def run_case(case, davis_root, osvos_root, work_dir, jobs=1):
     names, kind, gt_size = CASES[case]
     root, results, _ = build_case(case, davis_root, osvos_root, str(work_dir))
-    return score.score(root, results, sequences=names if kind != "multi" else None, gt_size=gt_size, jobs=jobs,
+    return scoring.score(root, results, sequences=names if kind != "multi" else None, gt_size=gt_size, jobs=jobs,
                        progress=False), results
 
 
@@ -35,7 +35,7 @@ def run_case(case, davis_root, osvos_root, work_dir, jobs=1):
 def test_case_matches_official(case, davis_root, osvos_root, tmp_path):
     result, results = run_case(case, davis_root, osvos_root, tmp_path)
     assert_matches_reference(case, result)
-    paths = score.write_csvs(result, str(tmp_path / "csv"), "val")
+    paths = scoring.write_csvs(result, str(tmp_path / "csv"), "val")
     with open(paths[0], "rb") as handle:
         assert handle.read() == CSV_GLOBAL[case].encode()
     with open(paths[1], "rb") as handle:
@@ -56,7 +56,7 @@ def test_all_20_sequences_through_the_cli(davis_root, osvos_root, tmp_path):
     record = json.loads((tmp_path / "scores.json").read_text())
     assert set(record) == {"global", "per_object", "provenance"}
     assert record["provenance"]["set"] == "val" and record["provenance"]["versions"]["numpy"]
-    result = score.ScoreResult(record["global"], record["per_object"])
+    result = scoring.ScoreResult(record["global"], record["per_object"])
     assert_matches_reference("osvos_bin_all", result)
     assert "J&F-Mean" in out.output and "blackswan_1" in out.output
 
@@ -66,11 +66,11 @@ def test_in_memory_scoring_matches_png_scoring(davis_root, osvos_root, tmp_path)
     result, results = run_case("multi", davis_root, osvos_root, tmp_path)
     root = str(tmp_path / "root")
     for sequence in davis.load_davis(root, "val"):
-        gt = score.load_gt_sequence(sequence)
+        gt = scoring.load_gt_sequence(sequence)
         preds = [davis.read_mask(os.path.join(results, sequence.name, f"{f}.png")) for f in gt.frame_ids]
-        in_memory = score.score_sequence_masks(sequence.name, gt.frames, preds, gt.n_objects)
+        in_memory = scoring.score_sequence_masks(sequence.name, gt.frames, preds, gt.n_objects)
         prepared = [metrics.prepare_gt_frame(frame, gt.n_objects) for frame in gt.frames]
-        again = score.score_sequence_prepared(sequence.name, prepared, preds)
+        again = scoring.score_sequence_prepared(sequence.name, prepared, preds)
         for row, row_again in zip(in_memory.rows, again.rows):
             assert row == row_again
             assert row.as_dict() == result.per_object[row.key]
@@ -79,8 +79,8 @@ def test_in_memory_scoring_matches_png_scoring(davis_root, osvos_root, tmp_path)
 
 def test_gt_size_resizes_annotations_in_memory(davis_root, tmp_path):
     sequence = davis.load_davis(davis_root, "val", ["car-shadow"])[0]
-    gt = score.load_gt_sequence(sequence, (480, 880))
-    native = score.load_gt_sequence(sequence)
+    gt = scoring.load_gt_sequence(sequence, (480, 880))
+    native = scoring.load_gt_sequence(sequence)
     assert gt.frames[0].shape == (480, 880) and native.frames[0].shape == (480, 854)
     assert len(gt.frames) == len(sequence.annotation_paths) - 2 == 38
     assert gt.frame_ids[0] == "00001" and gt.frame_ids[-1] == "00038"
@@ -92,13 +92,13 @@ def test_gt_size_resizes_annotations_in_memory(davis_root, tmp_path):
 def test_csv_text_formats_like_pandas():
     pandas = pytest.importorskip("pandas")
     values = [0.1234567, -1e-17, 0.9995, 0.0005, 1.0, -0.25, 2.5e-4]
-    result = score.ScoreResult(dict(zip(metrics.GLOBAL_COLUMNS, values)),
+    result = scoring.ScoreResult(dict(zip(metrics.GLOBAL_COLUMNS, values)),
                                {"a_1": {"J-Mean": -1e-17, "F-Mean": 0.1235}, "b-c_2": {"J-Mean": 1.0, "F-Mean": 0.0}})
     expected = pandas.DataFrame([values], columns=list(metrics.GLOBAL_COLUMNS)).to_csv(index=False, float_format="%.3f")
-    assert score.global_csv_text(result) == expected
+    assert scoring.global_csv_text(result) == expected
     assert "-0.000" in expected
     table = pandas.DataFrame([("a_1", -1e-17, 0.1235), ("b-c_2", 1.0, 0.0)], columns=["Sequence", "J-Mean", "F-Mean"])
-    assert score.per_sequence_csv_text(result) == table.to_csv(index=False, float_format="%.3f")
+    assert scoring.per_sequence_csv_text(result) == table.to_csv(index=False, float_format="%.3f")
 
 
 def test_read_ids_gives_pil_values_for_every_png_kind(davis_root, tmp_path):
@@ -115,7 +115,7 @@ def test_read_ids_gives_pil_values_for_every_png_kind(davis_root, tmp_path):
     for path in [real, *(str(tmp_path / n) for n in ("palette.png", "grey.png", "filtered.png", "sixteen.png"))]:
         with Image.open(path) as image:
             expected = np.array(image)
-        got = score.read_ids(path)
+        got = scoring.read_ids(path)
         assert got.dtype == expected.dtype and np.array_equal(got, expected), path
-    assert score._read_unfiltered_8bit_png(real) is not None
-    assert score._read_unfiltered_8bit_png(str(tmp_path / "sixteen.png")) is None
+    assert scoring._read_unfiltered_8bit_png(real) is not None
+    assert scoring._read_unfiltered_8bit_png(str(tmp_path / "sixteen.png")) is None

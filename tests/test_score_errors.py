@@ -171,3 +171,24 @@ def test_huge_declared_size_is_refused_from_the_header(tree):
     with open(path, "wb") as handle:
         handle.write(bytes(data))
     assert_fails(run_score(root, results), path, "100000x100000", results=results)
+
+
+def test_failed_score_leaves_no_csv_of_an_earlier_run(tree, tmp_path):
+    """Score once (CSVs and JSON written), break one mask, score again: exit 1 and no old scores left."""
+    root, results = tree
+    json_path = str(tmp_path / "scores.json")
+    assert run_score(root, results, "--json", json_path).exit_code == 0
+    assert os.path.isfile(os.path.join(results, "global_results-val.csv")) and os.path.isfile(json_path)
+    os.remove(os.path.join(results, "beta", "00003.png"))
+    assert_fails(run_score(root, results, "--json", json_path), "00003.png", "not found", results=results)
+    assert not os.path.exists(json_path)
+
+
+def test_failed_score_with_out_folder_removes_its_csvs(tree, tmp_path):
+    root, results = tree
+    out_dir = str(tmp_path / "tables")
+    assert run_score(root, results, "--out", out_dir).exit_code == 0
+    assert sorted(os.listdir(out_dir)) == ["global_results-val.csv", "per-sequence_results-val.csv"]
+    davis.write_mask(os.path.join(results, "alpha", "00002.png"), np.zeros((H, W + 1), np.uint8))
+    assert run_score(root, results, "--out", out_dir).exit_code == 1
+    assert os.listdir(out_dir) == []

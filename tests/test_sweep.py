@@ -14,16 +14,16 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from lpcache import score as scoring
+from lpcache import scoring
 from lpcache.cache import write_sequence
 from lpcache.cli import cli
 from lpcache.config import PropagationParams, SweepGrid
 from lpcache.davis import read_mask
 from lpcache.errors import InputError
 from lpcache.metrics import GLOBAL_COLUMNS
-from lpcache.propagate import propagate
+from lpcache.run_propagation import propagate
 from lpcache.report import read_results_csv
-from lpcache.sweep import grid_from_options, sweep
+from lpcache.sweeping import grid_from_options, sweep
 
 SHORT = ["car-shadow", "motocross-jump", "scooter-black"]
 N_FRAMES = 5
@@ -147,7 +147,8 @@ def test_outputs_of_a_two_backbone_sweep(short_data, tmp_path):
     record = json.load(open(os.path.join(out, "sweep.json")))
     assert record["best"] == {"patchA": best_a["setting"], "patchB": best_b["setting"]}
     assert record["provenance"]["protocol"] == {"protocol": "seed", "input_hw": [480, 880]}
-    assert len(os.listdir(os.path.join(out, "shards", "patchA"))) == 3
+    shards = os.listdir(os.path.join(out, "shards", "patchA"))
+    assert sorted(n for n in shards if not n.endswith(".lock")) == [s + ".json" for s in SHORT]
 
 
 def test_save_best_writes_the_masks_propagate_writes(short_data, full_sweep, tmp_path):

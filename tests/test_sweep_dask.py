@@ -6,7 +6,7 @@ import pytest
 
 from lpcache.config import SweepGrid
 from lpcache.errors import InputError
-from lpcache.sweep import sweep
+from lpcache.sweeping import sweep
 from test_sweep import short_data  # noqa: F401  (module fixture: DAVIS subset + caches in tmp)
 
 distributed = pytest.importorskip("distributed")
@@ -38,13 +38,14 @@ def test_dask_cluster_gives_the_local_csvs(short_data, tmp_path):
         assert _read(os.path.join(remote, name)) == _read(os.path.join(local, name))
         assert _read(os.path.join(parallel, name)) == _read(os.path.join(local, name))
     # the shards were written by the workers, one per (cache, video)
-    assert sorted(os.listdir(os.path.join(remote, "shards", "patchB"))) == sorted(s + ".json" for s in SEQUENCES)
+    shards = [n for n in os.listdir(os.path.join(remote, "shards", "patchB")) if not n.endswith(".lock")]
+    assert sorted(shards) == sorted(s + ".json" for s in SEQUENCES)
 
 
 def test_unreachable_scheduler_is_an_input_error(short_data, tmp_path, monkeypatch):
-    import lpcache.sweep
+    import lpcache.sweeping
 
-    monkeypatch.setattr(lpcache.sweep, "DASK_CONNECT_TIMEOUT", "2s")
+    monkeypatch.setattr(lpcache.sweeping, "DASK_CONNECT_TIMEOUT", "2s")
     root, cache_a, _ = short_data
     with pytest.raises(InputError, match="cannot connect to the dask scheduler"):
         sweep([cache_a], root, str(tmp_path / "out"), SweepGrid(), sequences=["car-shadow"], backend="dask",

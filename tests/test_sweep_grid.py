@@ -5,7 +5,7 @@ import pytest
 
 from lpcache.config import PropagationParams, SweepGrid
 from lpcache.errors import InputError
-from lpcache.sweep import grid_from_options, load_grid, parse_values
+from lpcache.sweeping import grid_from_options, load_grid, parse_values
 
 
 def test_command_line_lists_expand_in_grid_order():

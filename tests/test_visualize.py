@@ -1,4 +1,5 @@
-"""visualize: overlay GIF and contact sheet from a run folder and the DAVIS frames."""
+"""visualize: overlay GIF and contact sheet from a run folder and the DAVIS frames; the demo's figures."""
+import json
 import os
 
 import imageio.v3 as iio
@@ -9,7 +10,9 @@ from PIL import Image
 
 from lpcache.cli import cli
 from lpcache.davis import PALETTE, load_davis, read_mask, resize_mask_nearest, write_mask
-from lpcache.visualize import contact_sheet, overlay
+from lpcache.errors import InputError
+from lpcache.synthetic import make_synthetic_davis
+from lpcache.visualize import contact_sheet, demo_figures, frame_label, overlay, overlay_frames, run_object_scores
 
 N_FRAMES = 5
 
@@ -56,6 +59,13 @@ def test_visualize_cli_seed_size(seed_run, davis_root, tmp_path):
     assert gif.shape[1:3] == (round(480 * 480 / 880), 480)  # scaled to 480 wide, seed aspect kept
     sheet = np.asarray(Image.open(out / "blackswan_sheet.png"))
     assert sheet.shape[0] > 100 and sheet.shape[1] == N_FRAMES * (220 + 4) + 4
+    # every thumbnail carries its frame number: the sheet differs from an unlabelled one in the corners only
+    _, images = overlay_frames(str(run), "blackswan", davis_root, progress=False)
+    changed = np.any(contact_sheet(images) != sheet, axis=2)
+    for col in range(N_FRAMES):
+        left = 4 + col * 224
+        assert changed[4:28, left:left + 90].sum() > 50
+        assert changed[4:, left:left + 220].sum() == changed[4:28, left:left + 90].sum()
     # The object region is tinted towards DAVIS red (id 1), the background is not.
     frame0 = gif[0].astype(int)
     mask0 = np.asarray(Image.fromarray(resize_mask_nearest(read_mask(sequence.annotation_paths[0]), (480, 880)))
@@ -76,3 +86,66 @@ def test_visualize_default_out_and_errors(seed_run, davis_root):
     assert "no masks for sequence car-shadow" in missing.output
     unknown = CliRunner().invoke(cli, ["visualize", str(run), "--seq", "nope", "--davis", davis_root])
     assert unknown.exit_code == 1 and "Error:" in unknown.output
+
+
+def test_contact_sheet_draws_frame_numbers_in_the_corner():
+    images = [np.full((96, 192, 3), value, np.uint8) for value in (0, 128, 255)]
+    plain = contact_sheet(images, columns=3, thumb_width=160, gap=2)
+    labelled = contact_sheet(images, columns=3, thumb_width=160, gap=2, labels=["frame 0", "frame 7", "frame 12"])
+    assert plain.shape == labelled.shape
+    changed = np.any(plain != labelled, axis=2)
+    for col in range(3):
+        left = 2 + col * 162
+        thumb_changed = changed[2:2 + 80, left:left + 160]
+        corner = thumb_changed[:24, :80]
+        assert corner.sum() > 50                       # text drawn in the top-left corner
+        assert thumb_changed.sum() == corner.sum()     # and nowhere else
+        area = labelled[2:26, left:left + 80].astype(int)
+        # white text with a dark outline: both show on a black, a grey and a white thumbnail
+        assert (area.min(axis=2) > 200).sum() > 10 and (area.max(axis=2) < 60).sum() > 10
+    # different numbers draw different pixels
+    assert not np.array_equal(labelled[2:26, 2:82], labelled[2:26, 164:244])
+
+
+def test_frame_label():
+    assert [frame_label(n) for n in ("00000", "00012", "img_3")] == ["frame 0", "frame 12", "img_3"]
+
+
+@pytest.fixture
+def synthetic_run(tmp_path):
+    """A tiny synthetic DAVIS root and a run folder holding its ground truth as the 'predictions'."""
+    root = make_synthetic_davis(str(tmp_path / "davis"), n_sequences=1, n_frames=6, hw=(64, 96))
+    run = tmp_path / "run"
+    sequence = load_davis(root)[0]
+    for path in sequence.annotation_paths:
+        write_mask(str(run / sequence.name / os.path.basename(path)), read_mask(path))
+    return root, run, sequence.name
+
+
+def test_demo_figures_writes_an_overlay_strip_and_a_plot(synthetic_run, tmp_path):
+    root, run, seq = synthetic_run
+    scores = {"global": {"J&F-Mean": 0.75}, "per_object": {f"{seq}_1": {"J-Mean": 0.9, "F-Mean": 0.8},
+                                                           f"{seq}_2": {"J-Mean": 0.6, "F-Mean": 0.7}}}
+    (run / "scores.json").write_text(json.dumps(scores))
+    out = tmp_path / "figures"
+    paths = demo_figures(str(run), root, seq, str(out), frames=4, thumb_width=200)
+    assert paths == [str(out / f"{seq}_overlay.png"), str(out / "scores_per_object.png")]
+    strip = np.asarray(Image.open(paths[0]).convert("RGB"))
+    assert strip.shape == (round(64 * 200 / 96) + 8, 4 * (200 + 4) + 4, 3)   # one row of 4 thumbnails
+    with Image.open(paths[1]) as plot:
+        assert plot.format == "PNG" and plot.size[0] > 200 and np.asarray(plot.convert("RGB")).std() > 10
+    assert not [n for n in os.listdir(out) if n.endswith(".partial")]
+
+
+def test_demo_figures_reads_the_official_csv_and_says_when_unscored(synthetic_run, tmp_path):
+    root, run, seq = synthetic_run
+    with pytest.raises(InputError, match="lpcache score --results"):
+        demo_figures(str(run), root, seq, str(tmp_path / "a"))
+    assert not (tmp_path / "a").exists()
+    (run / "per-sequence_results-val.csv").write_text(f"Sequence,J-Mean,F-Mean\n{seq}_1,0.500,0.600\n")
+    rows, global_jf = run_object_scores(str(run))
+    assert rows == [{"object": f"{seq}_1", "J-Mean": 0.5, "F-Mean": 0.6}] and global_jf is None
+    assert len(demo_figures(str(run), root, seq, str(tmp_path / "b"))) == 2
+    (run / "scores.json").write_text("{\"global\": {}}")
+    with pytest.raises(InputError, match="scores.json: not a score file"):
+        run_object_scores(str(run))

@@ -19,11 +19,18 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def round_grid(input_hw, patch: int) -> Tuple[int, int]:
+    """Grid of the "round" rule: H / patch per axis rounded to the nearest integer (halves up), at least 1.
+    The same rounding as the native protocol's frame sizes (transforms.input_hw)."""
+    return tuple(max(1, math.floor(int(v) / patch + 0.5)) for v in input_hw)
+
+
 @dataclasses.dataclass(frozen=True)
 class BackboneSpec:
     """What a backbone is and how its checkpoint is stored.
 
-    grid: "ceil" (conv nets: grid = ceil(H / stride)) or "floor" (ViTs: grid = H // patch).
+    grid: "ceil" (conv nets: grid = ceil(H / stride)), "floor" (seed ViTs: grid = H // patch) or "round"
+    (timm ViTs, which resize their input to the nearest multiple of the patch: see `round_grid`).
     arch_kwargs: extra keyword arguments of the builder (e.g. ViT depth); part of the identity.
     default_checkpoint: a callable giving a local file used when no checkpoint is given.
     """
@@ -45,6 +52,8 @@ class BackboneSpec:
         """Feature grid (h, w) for an input of size (H, W)."""
         if self.grid == "floor":
             return tuple(int(v) // self.stride for v in input_hw)
+        if self.grid == "round":
+            return round_grid(input_hw, self.stride)
         return tuple(math.ceil(int(v) / self.stride) for v in input_hw)
 
     def to_dict(self) -> Dict:
@@ -98,11 +107,13 @@ def build(spec: BackboneSpec) -> torch.nn.Module:
     return _BUILDERS[spec.architecture](spec).eval()
 
 
-def create(name_or_spec, checkpoint: Optional[str] = None, random_init: bool = False):
+def create(name_or_spec, checkpoint: Optional[str] = None, random_init: bool = False,
+           trust_checkpoint: bool = False):
     """Build a backbone and load its weights strictly. Returns (model, spec, LoadReport or None).
 
     Without `checkpoint`, the spec's default checkpoint is used; if there is none, `random_init=True`
-    is required (tests, benchmarks) and the report is None.
+    is required (tests, benchmarks) and the report is None. Checkpoints are read without executing
+    code from them; `trust_checkpoint=True` allows full unpickling (recorded as `report.trusted`).
     """
     spec = name_or_spec if isinstance(name_or_spec, BackboneSpec) else get_spec(name_or_spec)
     model = build(spec)
@@ -112,5 +123,5 @@ def create(name_or_spec, checkpoint: Optional[str] = None, random_init: bool = F
         if not random_init:
             raise InputError(f"backbone {spec.name}: needs --checkpoint FILE ({spec.checkpoint_format.describe()})")
         return model, spec, None
-    report = load_checkpoint(model, checkpoint, spec.checkpoint_format)
+    report = load_checkpoint(model, checkpoint, spec.checkpoint_format, trust_checkpoint=trust_checkpoint)
     return model.eval(), spec, report

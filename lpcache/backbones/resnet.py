@@ -57,9 +57,9 @@ _spec("mocov2", "resnet50", CheckpointFormat(kind="MoCo v2", containers=("state_
                                              prefixes=("module.encoder_q.",)), "MoCo v2 ResNet-50")
 _spec("dino_r50", "resnet50", CheckpointFormat(kind="DINO ResNet-50", plain_ok=True),
       "DINO ResNet-50 (plain torchvision dict)")
-_spec("vfs", "resnet50", CheckpointFormat(kind="VFS", containers=("state_dict",), plain_ok=False,
+_spec("vfs", "resnet50", CheckpointFormat(kind="VFS", containers=("state_dict",), plain_ok=True,
                                           prefixes=("", "backbone.", "module.backbone.")),
-      "VFS ResNet-50 ('state_dict'; mmcv 'backbone.' prefix stripped when present)")
+      "VFS ResNet-50 ('state_dict' or plain dict, as VFS's own loader; mmcv 'backbone.' prefix stripped)")
 _spec("crw", "resnet18-reflect", CheckpointFormat(kind="CRW", containers=("model",), plain_ok=False,
                                                   prefixes=("encoder.model.", "module.encoder.model.")),
       "CRW ResNet-18, reflect padding ('model', prefix encoder.model., head skipped)")

@@ -10,6 +10,8 @@ from . import split_names
 @click.option("--backbone", default="efficientnet_lite0", show_default=True,
               help="Backbone name (`lpcache backbones`) or timm:<model>.")
 @click.option("--checkpoint", type=click.Path(), help="Checkpoint file in the backbone's published format.")
+@click.option("--trust-checkpoint", is_flag=True,
+              help="Load the checkpoint with full unpickling: only for files you trust.")
 @click.option("--random-init", is_flag=True, help="Random weights when no checkpoint is given (tests, timing).")
 @click.option("--cache", "cache_dir", required=True, type=click.Path(), help="Cache folder.")
 @click.option("--filelist", type=click.Path(), help="Seed file list (<image dir> <annotation dir> per line), "
@@ -23,16 +25,16 @@ from . import split_names
 @click.option("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda when available).")
 @click.option("--amp", is_flag=True, help="Autocast the forward pass (CUDA only).")
 @click.option("--force", is_flag=True, help="Redo sequences that are already in the cache.")
-def command(davis_root, set_name, backbone, checkpoint, random_init, cache_dir, filelist, sequences, protocol,
-            dtype, batch_size, num_workers, device, amp, force):
+def command(davis_root, set_name, backbone, checkpoint, trust_checkpoint, random_init, cache_dir, filelist, sequences,
+            protocol, dtype, batch_size, num_workers, device, amp, force):
     """Extract features of DAVIS sequences into CACHE/<backbone_id>/<seq>.h5 (resumable)."""
-    from ..extract import extract
+    from ..extraction import extract
 
     names = split_names(sequences)
     result = extract(davis_root=davis_root, cache_dir=cache_dir, backbone=backbone, checkpoint=checkpoint,
                      set_name=set_name, filelist=filelist, sequences=names, protocol=protocol, dtype=dtype,
                      batch_size=batch_size, device=device, amp=amp, force=force, num_workers=num_workers,
-                     random_init=random_init)
+                     random_init=random_init, trust_checkpoint=trust_checkpoint)
     click.echo(f"{result.backbone_dir}: {len(result.extracted)} sequences extracted, {len(result.skipped)} "
                f"already complete; {result.frames} frames in {result.seconds:.1f} s "
                f"({result.frames_per_second:.2f} frames/s); {result.bytes_written / 1e9:.3f} GB written")

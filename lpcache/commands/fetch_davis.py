@@ -11,12 +11,15 @@ from ..fetch_davis import DAVIS_URL
 @click.option("--url", default=DAVIS_URL, show_default=True, help="Where to download the archive from.")
 @click.option("--sha256", default=None, help="Expected sha256 of the archive (checked when given).")
 @click.option("--keep-archive", is_flag=True, help="Keep the downloaded zip after unpacking.")
-@click.option("--force", is_flag=True, help="Unpack again even if ROOT already is a DAVIS root.")
+@click.option("--force", is_flag=True,
+              help="Unpack again even if ROOT already is a DAVIS root, replacing files and folders of the same "
+                   "name in ROOT (without it, such a conflict is refused).")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 def command(root, archive, url, sha256, keep_archive, force, progress):
     """Make ROOT a DAVIS 2017 root (JPEGImages/480p, Annotations/480p, ImageSets/2017).
 
-    Re-running resumes an interrupted download (HTTP Range into ROOT/<archive>.partial).
+    Re-running resumes an interrupted download (HTTP Range into ROOT/<archive>.partial). Nothing in ROOT
+    that fetch-davis did not create is deleted or replaced, unless --force.
     """
     from ..fetch_davis import fetch_davis
 

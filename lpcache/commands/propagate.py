@@ -11,7 +11,8 @@ from ..errors import InputError
 @click.command("propagate")
 @click.option("--cache", "cache_dir", required=True, type=click.Path(), help="Cache folder of one backbone: CACHE_DIR/<backbone_id>.")
 @click.option("--davis", "davis_root", required=True, type=click.Path(), help="DAVIS root (JPEGImages, Annotations, ImageSets).")
-@click.option("--out", "out_dir", required=True, type=click.Path(), help="Runs folder; masks go to OUT/<backbone_id>__<params id>/.")
+@click.option("--out", "out_dir", required=True, type=click.Path(), help="Runs folder; masks go to OUT/<backbone_id>__<params id>/ "
+              "(plus _<precision> unless float32).")
 @click.option("--set", "set_name", default="val", show_default=True, help="ImageSets/2017/<set>.txt.")
 @click.option("--sequences", default=None, help="Comma-separated subset of the set (default: all).")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None, help="Named parameters (vits8: 0.5/12/32/20).")
@@ -21,7 +22,7 @@ from ..errors import InputError
 @click.option("--video-len", type=int, default=None, help="Short-term context length in frames [20].")
 @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="float32", show_default=True,
-              help="dtype of the affinity products (tf32/float16/bfloat16 are for GPUs).")
+              help="dtype of the affinity products (tf32/float16/bfloat16 are for GPUs); part of the run id.")
 @click.option("--out-size", default=None, help="Write masks at HxW (default: 480x880 for seed caches, else the annotation size).")
 @click.option("--score", is_flag=True, help="Score the run afterwards (writes the official CSVs into the run folder).")
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(1), help="Scoring processes (--score).")
@@ -29,7 +30,7 @@ from ..errors import InputError
 def command(cache_dir, davis_root, out_dir, set_name, sequences, preset, temperature, topk, radius, video_len,
             device, precision, out_size, score, jobs, progress):
     """Propagate first-frame masks through a feature cache (propagation-spec.md)."""
-    from ..propagate import propagate
+    from ..run_propagation import propagate
 
     explicit = {"temperature": temperature, "topk": topk, "radius": radius, "video_len": video_len}
     explicit = {k: v for k, v in explicit.items() if v is not None}

@@ -15,6 +15,8 @@ from ..config import PRECISIONS
 @click.option("--sequences", default=None, help="Comma-separated subset of the set (default: all).")
 @click.option("--backbone", default="efficientnet_lite0", show_default=True, help="Backbone name (`lpcache backbones`) or timm:<model>.")
 @click.option("--checkpoint", type=click.Path(), default=None, help="Checkpoint file in the backbone's published format.")
+@click.option("--trust-checkpoint", is_flag=True,
+              help="Load the checkpoint with full unpickling: only for files you trust.")
 @click.option("--random-init", is_flag=True, help="Random weights when no checkpoint is given (tests, timing).")
 @click.option("--protocol", type=click.Choice(["seed", "native"]), default="seed", show_default=True,
               help="seed: frames and GT at 480x880 (published numbers); native: frames at their own size.")
@@ -31,16 +33,18 @@ from ..config import PRECISIONS
 @click.option("--precision", type=click.Choice(PRECISIONS), default="float32", show_default=True, help="Affinity dtype.")
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(1), help="Parallel scoring / sweep videos.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
-def command(davis_root, workdir, set_name, sequences, backbone, checkpoint, random_init, protocol, dtype, batch_size,
-            num_workers, temperature, topk, radius, video_len, grid_file, save_best, device, precision, jobs, progress):
+def command(davis_root, workdir, set_name, sequences, backbone, checkpoint, trust_checkpoint, random_init, protocol,
+            dtype, batch_size, num_workers, temperature, topk, radius, video_len, grid_file, save_best, device, precision,
+            jobs, progress):
     """Evaluate a backbone end to end and print the J&F table."""
     from ..pipeline import run_pipeline
-    from ..sweep import grid_from_options
+    from ..sweeping import grid_from_options
 
     values = (temperature, topk, radius, video_len)
     grid = grid_from_options(grid_file, *values) if grid_file or any(v is not None for v in values) else None
     names = split_names(sequences)
     result = run_pipeline(davis_root, workdir, backbone=backbone, checkpoint=checkpoint, random_init=random_init,
+                          trust_checkpoint=trust_checkpoint,
                           set_name=set_name, sequences=names, protocol=protocol, dtype=dtype, batch_size=batch_size,
                           num_workers=num_workers, device=device, grid=grid, precision=precision, jobs=jobs,
                           save_best=save_best, progress=progress)

@@ -24,14 +24,11 @@ from ..davis import parse_hw
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 def command(davis_root, results_dir, set_name, sequences, jobs, gt_size, out_dir, json_path, per_frame, progress):
     """Score predicted masks exactly like the official davis2017-evaluation (semi-supervised)."""
-    from .. import score as scoring
+    from .. import scoring
 
     names = split_names(sequences)
     size = parse_hw(gt_size) if gt_size else None
-    result = scoring.score(davis_root, results_dir, set_name=set_name, sequences=names, gt_size=size, jobs=jobs,
-                           progress=progress, keep_per_frame=per_frame)
-    global_path, per_sequence_path = scoring.write_csvs(result, out_dir or results_dir, set_name)
-    if json_path:
-        scoring.write_json(result, json_path)
+    result, written = scoring.score_to_files(davis_root, results_dir, out_dir, set_name, json_path, sequences=names,
+                                             gt_size=size, jobs=jobs, progress=progress, keep_per_frame=per_frame)
     click.echo(scoring.format_tables(result, set_name))
-    click.echo(f"\nWrote {global_path} and {per_sequence_path}" + (f" and {json_path}" if json_path else ""))
+    click.echo(f"\nWrote {' and '.join(written)}")

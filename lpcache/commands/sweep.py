@@ -26,7 +26,8 @@ from . import split_names
 @click.option("--scheduler", default=None, help="dask scheduler address for --backend dask, e.g. tcp://host:8786.")
 @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
 @click.option("--precision", default="float32", show_default=True,
-              type=click.Choice(["float32", "tf32", "float16", "bfloat16"]), help="Dtype of the affinity products.")
+              type=click.Choice(["float32", "tf32", "float16", "bfloat16"]),
+              help="Dtype of the affinity products; part of each shard's identity and saved run's id.")
 @click.option("--out-size", default=None, help="Output/scoring size HxW (default: from the cache's protocol).")
 @click.option("--save-best", default=0, show_default=True, type=click.IntRange(0),
               help="Write DAVIS result folders (<out>/runs) of the N best settings per backbone.")
@@ -36,7 +37,7 @@ from . import split_names
 def command(caches, davis_root, out_dir, set_name, sequences, grid_file, temperature, topk, radius, video_len, jobs,
             backend, scheduler, device, precision, out_size, save_best, save_all, threads, progress):
     """Propagate and score a whole hyper-parameter grid; resumable; writes a leaderboard."""
-    from ..sweep import grid_from_options, sweep
+    from ..sweeping import grid_from_options, sweep
 
     grid = grid_from_options(grid_file, temperature, topk, radius, video_len)
     names = split_names(sequences)

@@ -9,12 +9,18 @@ Per target frame t the engine computes, once for all settings:
 Each setting (tau, k, r, L) then takes the top-k of the concatenation of its L + 1 slot lists (frame 0
 repeated as often as the seed repeats it), softmax(scores / tau), and mixes its own fed-back soft labels.
 Only the last Lmax + B - 1 frames' features (stored per column block) and Lmax soft labels are kept.
+
+Every top-k and merge follows one tie rule (kernels.py): score descending, then the candidate's place in
+the seed's order (context slot, then grid position), lower first; and each score is computed the same way
+whatever the product's shape. So a setting run alone and the same setting inside a sweep (other k_max,
+Lmax, radii, tile plan, block size) give bit-identical soft maps on CPU. On CUDA, cuBLAS may pick another
+kernel for another shape, so scores (and then rare masks) can differ by rounding between such runs.
 """
 import logging
 import queue
 import threading
 import time
-from typing import Dict, Iterator, Sequence, Tuple
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -22,6 +28,7 @@ from tqdm import tqdm
 
 from ..config import PRECISIONS, PropagationParams  # noqa: F401 (PRECISIONS re-exported)
 from ..davis import resize_mask_nearest
+from ..errors import InputError
 from . import kernels
 from .labels import downsample_onehot, label_ids, upsample_argmax
 
@@ -39,7 +46,11 @@ def resolve_device(device=None) -> torch.device:
 
 
 class _ReadAhead:
-    """Frames of a CachedSequence (or an array) as float32 numpy arrays, read by a thread ahead of use."""
+    """Frames of a CachedSequence (or an array) as float32 numpy arrays, read by a thread ahead of use.
+
+    Every frame is checked for NaN/Inf as it is read: by CachedSequence.frame (naming the file and the
+    frame), else here (InputError naming the frame).
+    """
 
     def __init__(self, frames_feats, depth=3):
         self.source = frames_feats
@@ -51,11 +62,18 @@ class _ReadAhead:
 
     def _read(self, index):
         source = self.source
+        if callable(getattr(source, "frame", None)):
+            return source.frame(index)
         if hasattr(source, "feats"):
-            return np.asarray(source.feats[index], dtype=np.float32)
-        if isinstance(source, torch.Tensor):
-            return source[index].detach().to("cpu", torch.float32).numpy()
-        return np.asarray(source[index], dtype=np.float32)
+            frame = np.asarray(source.feats[index], dtype=np.float32)
+        elif isinstance(source, torch.Tensor):
+            frame = source[index].detach().to("cpu", torch.float32).numpy()
+        else:
+            frame = np.asarray(source[index], dtype=np.float32)
+        if not np.isfinite(frame).all():
+            where = f"{source.path}: " if hasattr(source, "path") else ""
+            raise InputError(f"{where}frame {index}: non-finite feature values")
+        return frame
 
     def _run(self):
         for index in range(self.count):
@@ -118,7 +136,8 @@ class _Affinity:
     against the key windows of every frame one of them needs (t-Lmax..t+B-2, and frame 0 while t <= Lmax).
     Store slot 0 holds frame 0, slot 1 + (f - 1) % R frame f >= 1 with R = Lmax + B - 1, so those frames
     are one contiguous run of slots: 0..t+B-2 before the ring wraps, else all of 1..R. A target ignores
-    the rows of frames outside its own context.
+    the rows of frames outside its own context. When a product runs out of memory, the block's targets
+    are split into smaller groups (fewer query rows per product) from then on.
     """
 
     def __init__(self, grid_hw, channels, radii, kmax, max_len, device, precision, tile_hw=None, block=None):
@@ -128,13 +147,14 @@ class _Affinity:
         self.device = device
         self.dtype = _MATMUL_DTYPES[precision]
         self.block = block or DEFAULT_BLOCK.get(device.type, 1)
+        self.group = self.block          # targets per product (lowered on out-of-memory)
         self.ring = max_len + self.block - 1
         tile_hw = tile_hw or kernels.choose_tile(grid_hw, max(radii), channels, device, self.block, self.ring + 1)
         self.plan = kernels.plan_tiles(grid_hw, radii, tile_hw, device)
         self.store = [torch.empty((self.ring + 1, grid_hw[0], x1 - x0, channels), dtype=self.dtype, device=device)
                       for x0, x1 in self.plan.blocks]
         self.slot_frames = [None] * (self.ring + 1)
-        self.order = self.plan.position_order
+        self.order = self.plan.position_order   # per-tile rows -> row-major positions
         self.first_t = None              # frame 0 as (C, hw), for the unrestricted slot
         self.seconds = 0.0
 
@@ -148,10 +168,29 @@ class _Affinity:
             store[slot].copy_(block)
         self.slot_frames[slot] = t
 
-    def lists(self, t, frames: Sequence[torch.Tensor]) -> Sequence[_Shared]:
+    def lists(self, t, frames: Sequence[torch.Tensor]) -> List[_Shared]:
         """The shared lists of targets t..t+B'-1 (t >= 1, B' = len(frames) <= block), whose features are
-        `frames` (h, w, C); frames t..t+B'-2 must already be sources."""
+        `frames` (h, w, C); frames t..t+B'-2 must already be sources. On out-of-memory the targets go in
+        groups half as large (down to one); one target that does not fit re-raises."""
         start = time.perf_counter()
+        while True:
+            try:
+                shared = []
+                for first in range(0, len(frames), self.group):
+                    shared += self._group_lists(t + first, frames[first:first + self.group])
+                break
+            except torch.OutOfMemoryError:
+                if self.group == 1:
+                    raise
+                self.group = (self.group + 1) // 2
+                log.warning("out of memory on %s: %d target(s) per product from now on", self.device, self.group)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+        self.seconds += time.perf_counter() - start
+        return shared
+
+    def _group_lists(self, t, frames: Sequence[torch.Tensor]) -> List[_Shared]:
+        """`lists` for targets t..t+len(frames)-1 in one product per tile."""
         count = len(frames)
         queries_all = torch.stack([frame.to(self.dtype) for frame in frames])          # (B', h, w, C)
         first_values, first_index = self._first_lists(queries_all.reshape(count * self.hw, -1))
@@ -169,14 +208,14 @@ class _Affinity:
             for number, radius in enumerate(radii):     # descending: each mask only adds to the last one
                 if number:
                     kernels.mask_outside(scores, tile.outside[radius])
-                top_values, top_index = kernels.topk_padded(scores, self.kmax)
-                parts_values[radius].append(top_values.view(high - low, count, -1, self.kmax))
-                parts_index[radius].append(tile.key_index[top_index].view(high - low, count, -1, self.kmax))
-        order = self.order
-        values = {r: torch.cat(parts_values[r], 2)[:, :, order] for r in radii}   # (n, B', hw, kmax)
-        index = {r: torch.cat(parts_index[r], 2)[:, :, order] for r in radii}
+                top_values, top_index = kernels.topk_ordered(scores, self.kmax, order=False)
+                parts_values[radius].append(top_values.reshape(high - low, count, -1, self.kmax))
+                parts_index[radius].append(tile.key_index[top_index].reshape(high - low, count, -1, self.kmax))
+        values, index = {}, {}
+        for radius in radii:            # (n, B', hw, kmax) in position order, equal values by position
+            values[radius], index[radius] = kernels.order_ties(torch.cat(parts_values[radius], 2)[:, :, self.order],
+                                                               torch.cat(parts_index[radius], 2)[:, :, self.order])
         sources = {f: row for row, f in enumerate(self.slot_frames[low:high])}
-        self.seconds += time.perf_counter() - start
         return [_Shared(first_values_j, first_index_j, sources,
                         {r: values[r][:, j] for r in radii}, {r: index[r][:, j] for r in radii})
                 for j, (first_values_j, first_index_j) in enumerate(zip(first_values.split(self.hw),
@@ -187,8 +226,8 @@ class _Affinity:
         values = torch.empty((queries.shape[0], self.kmax), device=self.device)
         index = torch.empty((queries.shape[0], self.kmax), dtype=torch.long, device=self.device)
         for start in range(0, queries.shape[0], chunk):
-            scores = torch.mm(queries[start:start + chunk], self.first_t).float()
-            values[start:start + chunk], index[start:start + chunk] = torch.topk(scores, self.kmax, dim=1)
+            scores = kernels.products(queries[start:start + chunk], self.first_t).float()
+            values[start:start + chunk], index[start:start + chunk] = kernels.topk_ordered(scores, self.kmax)
         return values, index
 
 
@@ -211,6 +250,8 @@ class _Setting:
         offsets = torch.tensor([label_row[f] * hw for f in slots], device=labels.device)
         slot_values = shared.values[p.radius][rows, :, :k]                 # (L, hw, k)
         slot_index = shared.index[p.radius][rows, :, :k] + offsets[:, None, None]
+        # the seed's slot order (frame 0 unrestricted, then the short-term slots oldest first), each list
+        # in tie-rule order: merge_topk then breaks ties by (slot, position) as the tie rule says
         value_lists = torch.cat([shared.first_values[:, :k],
                                  slot_values.permute(1, 0, 2).reshape(hw, length * k)], 1)
         index_lists = torch.cat([shared.first_index[:, :k] + label_row[0] * hw,
@@ -235,6 +276,8 @@ def iter_propagate(frames_feats, first_mask_ids: np.ndarray, settings: Sequence[
     affinity computed once for the largest radius and context length; per-source-frame top-kmax lists
     per radius; every setting derived from them (propagation-spec.md section 13). tile_hw / block (query
     tile shape, targets per block) default to the device's choice; they change speed, never the masks.
+    Raises InputError for a frame holding NaN/Inf (before yielding that frame) and when a product does
+    not fit in memory even for one target at a time (naming what to lower).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
@@ -283,6 +326,11 @@ def iter_propagate(frames_feats, first_mask_ids: np.ndarray, settings: Sequence[
             t += len(block)
         bar.close()
         log.debug("affinity %.2f s, mixing+upsampling %.2f s", affinity.seconds, mix_seconds)
+    except torch.OutOfMemoryError:
+        where = getattr(frames_feats, "path", "features")
+        raise InputError(f"{where}: out of memory on {device} at grid {grid_hw[0]}x{grid_hw[1]} with "
+                         f"{len(settings)} setting(s): use fewer settings, --precision float16, or "
+                         f"--device cpu") from None
     finally:
         _set_tf32(previous_tf32, device)
 

@@ -5,6 +5,15 @@ Vocabulary: the feature grid is h x w (hw positions); a *query tile* is a rectan
 its *key window* is the rectangle of source positions any of its queries can reach within the largest
 radius; a *column block* is the key-window column range shared by all tiles of one tile column, so a
 source frame stored per column block as a contiguous (h, kw, C) array gives every window as a view.
+
+Tie rule (the same in every top-k and every merge, so that a setting's result never depends on k_max, the
+context length, the radii, the block size or the tile plan it was computed with): candidates are ordered by
+raw score descending, then by their place in the seed's order of candidates - context slot (frame 0's
+unrestricted slot first, then the short-term slots oldest first), then grid position (row-major) - lower
+first. `topk_ordered` applies it to one list (its index is the position), `merge_topk` to the
+concatenation of per-slot lists laid out in slot order. Each score itself must not depend on the shape of
+the product that computed it: `products` keeps every matrix product at least MIN_PRODUCT x MIN_PRODUCT,
+where the CPU BLAS (MKL, checked) sums every dot product in the same order whatever the shape.
 """
 import dataclasses
 import math
@@ -129,23 +138,81 @@ def column_blocks(frame: torch.Tensor, plan: TilePlan) -> List[torch.Tensor]:
     return [frame[:, x0:x1, :].contiguous() for x0, x1 in plan.blocks]
 
 
-def topk_padded(scores: torch.Tensor, k: int):
-    """torch.topk over the last dim (sorted, descending); padded with -inf / index 0 when k > size."""
+def topk_ordered(scores: torch.Tensor, k: int, order: bool = True):
+    """Top-k over the last dim by value descending, then index ascending (the tie rule); (values, index).
+
+    -inf entries (out of the radius) carry no meaning: their order is left as it comes, and when k exceeds
+    the row length the result is padded with -inf / index 0. torch.topk leaves the order of equal values
+    unspecified (it changes with k and the row length), so it is asked for k + 1 values: rows whose k-th
+    and (k+1)-th values are equal (a tie across the cut) are redone with a stable sort, and equal values
+    inside the kept k are then put in index order (`order_ties`; order=False leaves that to the caller,
+    e.g. once for many calls whose results are concatenated).
+    """
     size = scores.shape[-1]
-    if k <= size:
-        return torch.topk(scores, k, dim=-1)
-    values, index = torch.topk(scores, size, dim=-1)
-    pad = list(scores.shape[:-1]) + [k - size]
-    values = torch.cat([values, values.new_full(pad, NEG_INF)], dim=-1)
-    index = torch.cat([index, index.new_zeros(pad)], dim=-1)
+    if k >= size:
+        values, index = torch.sort(scores, dim=-1, descending=True, stable=True)
+        if k > size:
+            pad = list(scores.shape[:-1]) + [k - size]
+            values = torch.cat([values, values.new_full(pad, NEG_INF)], dim=-1)
+            index = torch.cat([index, index.new_zeros(pad)], dim=-1)
+        return values, index
+    values, index = torch.topk(scores, k + 1, dim=-1)
+    cut = values[..., k - 1] == values[..., k]
+    if bool(cut.any()):
+        rows = (cut & (values[..., k] > NEG_INF)).nonzero(as_tuple=True)
+        fixed_values, fixed_index = torch.sort(scores[rows], dim=-1, descending=True, stable=True)
+        values[rows], index[rows] = fixed_values[..., :k + 1], fixed_index[..., :k + 1]
+    values, index = values[..., :k], index[..., :k]
+    return order_ties(values, index) if order else (values, index)
+
+
+def order_ties(values: torch.Tensor, index: torch.Tensor):
+    """Rows of (values, index) sorted by value descending (as they come), equal finite values by index."""
+    if has_ties(values):
+        index, by_index = torch.sort(index, dim=-1)
+        values = torch.gather(values, -1, by_index)
+        values, by_value = torch.sort(values, dim=-1, descending=True, stable=True)
+        index = torch.gather(index, -1, by_value)
     return values, index
+
+
+def has_ties(values: torch.Tensor) -> bool:
+    """Whether some row of descending `values` holds two equal finite neighbours."""
+    return bool(((values[..., 1:] == values[..., :-1]) & (values[..., 1:] > NEG_INF)).any())
+
+
+MIN_PRODUCT = 16     # smallest rows / columns of a matrix product (smaller ones take other BLAS paths)
+
+
+def products(queries: torch.Tensor, keys_t: torch.Tensor) -> torch.Tensor:
+    """queries (M, C) times keys_t (C, N), or batched (n, C, N): (M, N) or (n, M, N), computed on at least
+    MIN_PRODUCT rows and columns (zero padding), so that each score is the same whatever M and N are."""
+    rows, columns = queries.shape[-2], keys_t.shape[-1]
+    queries, keys_t = _at_least(queries, -2), _at_least(keys_t, -1)
+    if keys_t.dim() == 2:
+        scores = torch.mm(queries, keys_t)
+    else:
+        scores = torch.bmm(queries.expand(keys_t.shape[0], *queries.shape), keys_t)
+    if scores.shape[-2:] != (rows, columns):
+        scores = scores[..., :rows, :columns].contiguous()
+    return scores
+
+
+def _at_least(matrix: torch.Tensor, dim: int, size: int = MIN_PRODUCT) -> torch.Tensor:
+    """`matrix` with zeros appended along `dim` up to `size`."""
+    missing = size - matrix.shape[dim]
+    if missing <= 0:
+        return matrix
+    shape = list(matrix.shape)
+    shape[dim] = missing
+    return torch.cat([matrix, matrix.new_zeros(shape)], dim=dim)
 
 
 def window_scores(queries: torch.Tensor, keys: torch.Tensor, outside: torch.Tensor) -> torch.Tensor:
     """Scores (n, B*M, N) of B stacked query tiles (B*M, C) against n key windows (n, N, C); -inf where the
     (M, N) mask `outside` is True. A plain batched product and an in-place fill: faster than adding a bias
     inside the product, which first copies the bias into every output matrix."""
-    scores = torch.bmm(queries.expand(keys.shape[0], *queries.shape), keys.transpose(1, 2))
+    scores = products(queries, keys.transpose(1, 2))
     mask_outside(scores, outside)
     return scores
 
@@ -157,15 +224,25 @@ def mask_outside(scores: torch.Tensor, outside: torch.Tensor) -> None:
 
 
 def merge_topk(value_lists: torch.Tensor, label_index: torch.Tensor, k: int):
-    """Top-k of concatenated per-slot lists (hw, S) -> (values (hw, k), label indices (hw, k))."""
-    values, chosen = torch.topk(value_lists, k, dim=1)
+    """Top-k of concatenated per-slot lists (hw, S) -> (values (hw, k), label indices (hw, k)).
+
+    The lists must be laid out in the seed's slot order, each in tie-rule order (`topk_ordered`): then a
+    lower column is a lower (slot, position) among equal values, and `topk_ordered` applies the tie rule.
+    """
+    values, chosen = topk_ordered(value_lists, k)
     return values, torch.gather(label_index, 1, chosen)
 
 
 def mix_labels(values: torch.Tensor, label_index: torch.Tensor, labels: torch.Tensor,
                temperature: float) -> torch.Tensor:
-    """softmax(values / tau) weighted sum of the labels rows (R, K+1) picked by label_index: (hw, K+1)."""
-    weights = torch.softmax(values / temperature, dim=1)
-    picked = labels[label_index]                      # (hw, k, K+1)
-    return torch.einsum("qk,qkc->qc", weights, picked)
+    """softmax(values / tau) weighted sum of the labels rows (R, K+1) picked by label_index: (hw, K+1).
 
+    The k terms are added one by one in the order of the kept candidates (first to last), so the sum is
+    the same bits whatever the vector width or k_max of the run.
+    """
+    weights = torch.softmax(values / temperature, dim=1)
+    terms = weights[:, :, None] * labels[label_index]          # (hw, k, K+1)
+    mixed = terms[:, 0]
+    for column in range(1, terms.shape[1]):
+        mixed = mixed + terms[:, column]
+    return mixed

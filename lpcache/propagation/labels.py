@@ -4,12 +4,24 @@ Follows propagation-spec.md sections 4 and 9: channels are the distinct ids of f
 palette colour in BGR order (so DAVIS id 8 sorts between 0 and 1); the one-hot map is resized with
 cv2 INTER_LINEAR to the grid; soft maps are resized with cv2 INTER_LINEAR to the output size and the
 first maximal channel wins.
+
+Void (255) pixels of frame 0 are treated as the seed treats them: the seed reads the annotation as colours
+(`cv2.imread`), so void is one more colour, (224, 224, 192), with its own label channel (sorted by its BGR
+colour like any other), propagated like an object. The seed writes a pixel won by that channel in the void
+colour, and its `eval/convert_davis.py` then maps every colour to the index of the identical entry of its
+own palette (VOC colours for 0..21, a grey ramp (i, i, i) above) and leaves unmatched colours 0: the void
+colour matches nothing, so void ends as background (0) in the seed's final PNGs. lpcache does the same:
+`upsample_argmax` writes the void channel as 0, and `final_ids` maps frame 0's void pixels to 0. No written
+mask holds 255, so lpcache's scorer and the official one accept it.
 """
 import cv2
 import numpy as np
 
 from ..davis import PALETTE
 from ..errors import InputError
+
+#: The DAVIS void id: a label channel of its own while propagating, written as background (0).
+VOID = 255
 
 
 def label_ids(first_mask: np.ndarray, where: str = "first frame") -> np.ndarray:
@@ -38,12 +50,19 @@ def downsample_onehot(mask: np.ndarray, ids: np.ndarray, grid_hw) -> np.ndarray:
 
 
 def upsample_argmax(soft: np.ndarray, ids: np.ndarray, out_hw) -> np.ndarray:
-    """Soft map (h, w, K+1) -> ids (H, W) uint8: cv2 INTER_LINEAR up-sampling, first maximum wins."""
+    """Soft map (h, w, K+1) -> ids (H, W) uint8: cv2 INTER_LINEAR up-sampling, first maximum wins; the void
+    channel is written as 0."""
     height, width = out_hw
     soft = np.ascontiguousarray(soft, dtype=np.float32)
     big = cv2.resize(soft, (width, height), interpolation=cv2.INTER_LINEAR)
     big = big.reshape(height, width, soft.shape[-1])
-    return ids[argmax_last(big)]
+    return final_ids(ids)[argmax_last(big)]
+
+
+def final_ids(ids: np.ndarray) -> np.ndarray:
+    """`ids` with void (255) written as background (0), as the seed's convert_davis.py ends (module docstring)."""
+    ids = np.asarray(ids)
+    return np.where(ids == VOID, 0, ids).astype(ids.dtype, copy=False) if np.any(ids == VOID) else ids
 
 
 def argmax_last(values: np.ndarray) -> np.ndarray:

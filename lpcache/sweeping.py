@@ -15,12 +15,22 @@ then be on a filesystem every worker sees.
 Scores are combined exactly as `lpcache score` does (per-object statistics of the per-frame values in frame
 order, then plain means over objects in set order), so each setting's numbers equal `lpcache propagate` +
 `lpcache score` for that setting to the last bit.
+
+Identity: a shard records its sequence's own cache attributes (so one native-protocol cache of mixed frame
+sizes sweeps over all its sequences) and the precision; saved result folders are named and checked like
+`lpcache propagate`'s (`results.run_id`, precision included; run.json written once a sequence finished).
+Safety: caches are validated before anything is written; every output path is checked to resolve inside
+`out_dir`; a shard is read, merged and rewritten under its file lock (`shards/<backbone_id>/.<seq>.lock`), so
+sweeps with different grids on one folder keep each other's settings; a saved sequence is written under its
+run folder's sequence lock.
 """
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from typing import Dict, List, Optional, Sequence
 
@@ -28,10 +38,10 @@ import numpy as np
 from tqdm import tqdm
 
 from . import metrics
-from .atomic import write_json_atomic
+from .atomic import ensure_inside, write_json_atomic
 from .cache import IDENTITY_ATTRS, CachedSequence, FeatureCache
 from .config import PropagationParams, SweepGrid
-from .davis import load_davis, parse_hw
+from .davis import load_davis, parse_hw, validate_name
 from .errors import InputError
 from .provenance import provenance
 
@@ -119,6 +129,8 @@ class VideoTask:
     device: Optional[str]
     precision: str
     threads: Optional[int] = None
+    done_identity: Optional[Dict] = None     # the sequence identity saved sequences record (propagate's)
+    run_record: Optional[Dict] = None        # run-level identity and provenance of saved run folders
 
     @property
     def settings(self) -> List[PropagationParams]:
@@ -145,17 +157,29 @@ class SweepPlan:
 
 
 def shard_path(out_dir, backbone_id, seq) -> str:
-    return os.path.join(out_dir, "shards", backbone_id, seq + ".json")
+    """`<out>/shards/<backbone_id>/<seq>.json`, refused when it would resolve outside `out_dir`."""
+    path = os.path.join(out_dir, "shards", validate_name(backbone_id, "backbone id"),
+                        validate_name(seq, os.fspath(out_dir)) + ".json")
+    ensure_inside(path, out_dir, "shard")
+    return path
+
+
+def shard_lock_path(path) -> str:
+    """The lock file of a shard: `.<seq>.lock` beside it."""
+    folder, name = os.path.split(path)
+    return os.path.join(folder, "." + os.path.splitext(name)[0] + ".lock")
 
 
 def runs_dir(out_dir) -> str:
-    return os.path.join(out_dir, "runs")
+    path = os.path.join(out_dir, "runs")
+    ensure_inside(path, out_dir, "runs folder")
+    return path
 
 
 def plan_sweep(caches: Sequence, davis_root, out_dir, grid: SweepGrid, set_name="val", sequences=None,
                device=None, precision="float32", out_size=None, save_all=False, threads=None) -> SweepPlan:
     """Check every input (grid, caches, protocols, sequences) and build the tasks; nothing is written."""
-    from .propagate import prepare_jobs
+    from .run_propagation import prepare_jobs, sequence_identity
     from .propagation.engine import PRECISIONS
 
     if precision not in PRECISIONS:
@@ -173,39 +197,85 @@ def plan_sweep(caches: Sequence, davis_root, out_dir, grid: SweepGrid, set_name=
     if not sequence_list:
         raise InputError(f"{davis_root}: no sequence selected")
     out_size = parse_hw(out_size) if isinstance(out_size, str) else out_size
+    for cache in cache_list:
+        validate_name(cache.backbone_id, cache.root)
     jobs_per_cache = [prepare_jobs(cache, sequence_list, settings, out_size) for cache in cache_list]
     protocol = _common_protocol(cache_list, jobs_per_cache)
     runs_root = runs_dir(out_dir)
+    device_name = None if device is None else str(device)
     tasks = []
     for cache, jobs in zip(cache_list, jobs_per_cache):
+        record = _run_record(cache, jobs, plan_out_size=out_size, davis_root=davis_root, set_name=set_name,
+                             device=device_name, precision=precision)
         for job in jobs:
             name = job.sequence.name
             identity = _task_identity(cache, job, precision)
             path = shard_path(out_dir, cache.backbone_id, name)
             done = done_settings(path, identity)
             score = [p for p in settings if p.id not in done]
-            save = [p for p in settings if not _run_folder(runs_root, cache.backbone_id, p).is_done(name)] \
+            done_identity = sequence_identity(job.attrs, job.out_hw)
+            save = _to_save(runs_root, cache.backbone_id, settings, name, done_identity, precision, record) \
                 if save_all else []
             tasks.append(VideoTask(cache.backbone_id, job.cache_path, job.sequence, job.frames, job.first_mask,
-                                   tuple(job.out_hw), identity, path, score, save, runs_root,
-                                   None if device is None else str(device), precision, threads))
+                                   tuple(job.out_hw), identity, path, score, save, runs_root, device_name,
+                                   precision, threads, done_identity, record))
     return SweepPlan(cache_list, sequence_list, settings, grid, os.fspath(out_dir), os.fspath(davis_root),
                      set_name, protocol, tasks, tuple(out_size) if out_size else None)
 
 
+def _run_record(cache, jobs, plan_out_size, davis_root, set_name, device, precision) -> Dict:
+    """Shared attributes and provenance fields of the run folders a sweep saves for one cache."""
+    from .run_propagation import shared_attrs
+
+    return {"cache_attrs": shared_attrs(jobs[0].attrs), "out_size": list(plan_out_size) if plan_out_size else None,
+            "cache_dir": os.path.abspath(cache.root), "davis_root": os.path.abspath(davis_root), "set": set_name,
+            "device": str(device or "auto"), "precision": precision}
+
+
+def _saved_identity(record, backbone_id, params) -> Dict:
+    """run.json identity of a saved result folder (as `lpcache propagate` records it)."""
+    from .run_propagation import run_identity
+
+    return run_identity(params, backbone_id, record["cache_attrs"], record["precision"], record["out_size"])
+
+
+def _to_save(runs_root, backbone_id, settings, name, done_identity, precision, record) -> List[PropagationParams]:
+    """Settings whose result folder lacks sequence `name`; refuses folders made differently (checked now,
+    before anything is written)."""
+    save = []
+    for params in settings:
+        run = _run_folder(runs_root, backbone_id, params, precision)
+        run.check_compatible(_saved_identity(record, backbone_id, params))
+        if run.is_done(name):
+            run.check_sequence(name, done_identity)
+        else:
+            save.append(params)
+    return save
+
+
 def _common_protocol(cache_list, jobs_per_cache) -> Dict:
-    """The protocol / input size shared by every cache file; different ones are an InputError."""
-    seen = {}
-    for cache, jobs in zip(cache_list, jobs_per_cache):
+    """The protocol shared by every cache file, and the input size if all share one ("per sequence" if not).
+
+    Different protocols are an InputError; so are caches whose masks of one sequence would be written (and
+    scored) at different sizes. Sequences of one cache may have different sizes (DAVIS-2017 native caches).
+    """
+    protocols = {}
+    for jobs in jobs_per_cache:
         for job in jobs:
-            input_hw = job.attrs.get("input_hw")
-            key = (job.attrs.get("protocol"), tuple(input_hw) if isinstance(input_hw, (list, tuple)) else input_hw)
-            seen.setdefault(key, job.cache_path)
-    if len(seen) > 1:
-        described = "; ".join(f"{path} has protocol {p!r}, input_hw {_as_list(hw)!r}" for (p, hw), path in seen.items())
+            protocols.setdefault(job.attrs.get("protocol"), job.cache_path)
+    if len(protocols) > 1:
+        described = "; ".join(f"{path} has protocol {p!r}" for p, path in protocols.items())
         raise InputError(f"caches of different protocols cannot be compared in one sweep: {described}")
-    (protocol, input_hw), = seen.keys()
-    return {"protocol": protocol, "input_hw": _as_list(input_hw)}
+    for same_sequence in zip(*jobs_per_cache):
+        sizes = {tuple(job.out_hw): job.cache_path for job in same_sequence}
+        if len(sizes) > 1:
+            described = "; ".join(f"{path} writes {hw[0]}x{hw[1]}" for hw, path in sizes.items())
+            raise InputError(f"caches scored at different sizes cannot be compared in one sweep "
+                             f"({same_sequence[0].sequence.name}): {described}")
+    input_sizes = {str(_as_list(job.attrs.get("input_hw"))): _as_list(job.attrs.get("input_hw"))
+                   for jobs in jobs_per_cache for job in jobs}
+    input_hw = next(iter(input_sizes.values())) if len(input_sizes) == 1 else "per sequence"
+    return {"protocol": next(iter(protocols)), "input_hw": input_hw}
 
 
 def _as_list(value):
@@ -221,11 +291,11 @@ def _task_identity(cache, job, precision) -> Dict:
             "out_hw": list(job.out_hw), "precision": precision}
 
 
-def _run_folder(runs_root, backbone_id, params):
-    """The result folder `<runs_root>/<backbone_id>__<params.id>` (lpcache.results layout)."""
+def _run_folder(runs_root, backbone_id, params, precision="float32"):
+    """The result folder `<runs_root>/<run_id>` (lpcache.results layout; precision in the id unless float32)."""
     from .results import RunFolder, run_id
 
-    return RunFolder(runs_root, run_id(params, backbone_id))
+    return RunFolder(runs_root, run_id(params, backbone_id, precision))
 
 
 # ----------------------------------------------------------------------------------------------- shards
@@ -278,8 +348,7 @@ def run_task(task: VideoTask) -> Dict:
 
 
 def _run_task(task: VideoTask) -> Dict:
-    from .propagation.engine import iter_propagate
-    from .score import load_gt_sequence
+    from .scoring import load_gt_sequence
 
     started = time.perf_counter()
     name = task.sequence.name
@@ -291,29 +360,86 @@ def _run_task(task: VideoTask) -> Dict:
     evaluated = {position[f]: i for i, f in enumerate(gt.frame_ids)}
     shape = (gt.n_objects, len(gt.frame_ids))
     scores = {p: (np.empty(shape), np.empty(shape)) for p in task.score}
-    runs = {p: _run_folder(task.runs_dir, task.backbone_id, p) for p in task.save}
+    with contextlib.ExitStack() as locks:
+        runs = _claim_runs(task, locks)
+        try:
+            score_seconds = _propagate_task(task, runs, scores, evaluated, gt)
+        except BaseException:
+            for run in runs.values():
+                run.discard_sequence(name)
+            raise
+        seconds = time.perf_counter() - started
+        for params, run in runs.items():
+            run.finish_sequence(name, {"frames": len(task.frames), "params": params.as_dict(),
+                                       "precision": task.precision, "identity": task.done_identity,
+                                       "seconds": round(seconds, 3), "by": "lpcache.sweep"})
+    for params, run in runs.items():
+        _record_saved(task, params, run, seconds)
+    if scores:
+        _update_shard(task, gt, scores, seconds)
+    log.info("%s/%s: %d settings scored, %d saved in %.1f s (scoring %.1f s)", task.backbone_id, name,
+             len(task.score), len(runs), seconds, score_seconds)
+    return {"backbone_id": task.backbone_id, "sequence": name, "scored": len(task.score),
+            "saved": len(runs), "seconds": seconds, "score_seconds": score_seconds}
+
+
+def _claim_runs(task: VideoTask, locks: contextlib.ExitStack) -> Dict:
+    """Lock the saved runs' sequence folders (in path order: no deadlock between sweeps), skip those another
+    process finished meanwhile, clear the others; {params: RunFolder} to write."""
+    name = task.sequence.name
+    folders = {p: _run_folder(task.runs_dir, task.backbone_id, p, task.precision) for p in task.save}
+    runs = {}
+    for params, run in sorted(folders.items(), key=lambda item: item[1].root):
+        locks.enter_context(run.lock(name))
+        if run.is_done(name):
+            if task.done_identity is not None:
+                run.check_sequence(name, task.done_identity)
+            continue
+        runs[params] = run
     for run in runs.values():
         run.start_sequence(name)
+    return runs
+
+
+def _propagate_task(task: VideoTask, runs: Dict, scores: Dict, evaluated: Dict, gt) -> float:
+    """One propagation pass: write the saved runs' masks and score the evaluated frames; scoring seconds."""
+    from .propagation.engine import iter_propagate
+    from .propagation.labels import final_ids
+
+    settings = list(dict.fromkeys(list(scores) + list(runs)))
+    if not settings:
+        return 0.0
+    name = task.sequence.name
     score_seconds = 0.0
     with CachedSequence(task.cache_path) as cached:
-        for t, masks in iter_propagate(cached, task.first_mask, task.settings, task.out_hw,
+        for t, masks in iter_propagate(cached, task.first_mask, settings, task.out_hw,
                                        device=task.device, precision=task.precision):
             for params, run in runs.items():
-                run.write_frame(name, task.frames[t], masks[params])
+                run.write_frame(name, task.frames[t], final_ids(masks[params]))
             if t in evaluated and scores:
                 tick = time.perf_counter()
                 _score_frame(masks, scores, evaluated[t], gt, task)
                 score_seconds += time.perf_counter() - tick
-    seconds = time.perf_counter() - started
-    for params, run in runs.items():
-        run.finish_sequence(name, {"frames": len(task.frames), "params": params.as_dict(),
-                                   "seconds": round(seconds, 3), "by": "lpcache.sweep"})
-    if scores:
-        _update_shard(task, gt, scores, seconds)
-    log.info("%s/%s: %d settings scored, %d saved in %.1f s (scoring %.1f s)", task.backbone_id, name,
-             len(task.score), len(task.save), seconds, score_seconds)
-    return {"backbone_id": task.backbone_id, "sequence": name, "scored": len(task.score),
-            "saved": len(task.save), "seconds": seconds, "score_seconds": score_seconds}
+    return score_seconds
+
+
+def _record_saved(task: VideoTask, params, run, seconds):
+    """Merge one finished saved sequence into its run folder's run.json (as `lpcache propagate` does)."""
+    if task.run_record is None:
+        return
+    record = task.run_record
+    identity = _saved_identity(record, task.backbone_id, params)
+    base = provenance(kind="lpcache.sweep", identity=identity, cache_dir=record["cache_dir"],
+                      davis_root=record["davis_root"], set=record["set"], device=record["device"],
+                      precision=task.precision)
+    entry = {"frames": len(task.frames), "out_hw": list(task.out_hw), "seconds": round(seconds, 3)}
+
+    def update(found):
+        sequences = found.get("sequences") or {}
+        found.update(base)
+        found["sequences"] = {**sequences, task.sequence.name: entry}
+
+    run.update_run_json(identity, update)
 
 
 def _score_frame(masks, scores, column, gt, task):
@@ -333,17 +459,22 @@ def _score_frame(masks, scores, column, gt, task):
 
 
 def _update_shard(task: VideoTask, gt, scores, seconds):
-    """Merge the new settings into the shard (kept only if made from the same inputs) and write it."""
-    old = read_shard(task.shard_path)
-    entries = old.get("settings", {}) if old and old.get("identity") == task.identity else {}
-    for params, (j, f) in scores.items():
-        entries[params.id] = {"params": params.as_dict(), "J": j.tolist(), "F": f.tolist()}
-    shard = {"format": SHARD_FORMAT, "version": SHARD_VERSION, "backbone_id": task.backbone_id,
-             "sequence": task.sequence.name, "identity": task.identity, "n_objects": gt.n_objects,
-             "frame_ids": gt.frame_ids, "settings": entries,
-             "provenance": provenance(kind="lpcache.sweep-shard", device=str(task.device or "auto"),
-                                      seconds=round(seconds, 3))}
-    write_json_atomic(task.shard_path, shard)
+    """Under the shard's lock: merge the new settings into the shard as it is now (its settings kept only if
+    made from the same inputs) and write it, so concurrent sweeps with other grids keep each other's."""
+    from .results import waiting_lock
+
+    os.makedirs(os.path.dirname(task.shard_path), exist_ok=True)
+    with waiting_lock(shard_lock_path(task.shard_path), task.shard_path):
+        old = read_shard(task.shard_path)
+        entries = old.get("settings", {}) if old and old.get("identity") == task.identity else {}
+        for params, (j, f) in scores.items():
+            entries[params.id] = {"params": params.as_dict(), "J": j.tolist(), "F": f.tolist()}
+        shard = {"format": SHARD_FORMAT, "version": SHARD_VERSION, "backbone_id": task.backbone_id,
+                 "sequence": task.sequence.name, "identity": task.identity, "n_objects": gt.n_objects,
+                 "frame_ids": gt.frame_ids, "settings": entries,
+                 "provenance": provenance(kind="lpcache.sweep-shard", device=str(task.device or "auto"),
+                                          seconds=round(seconds, 3))}
+        write_json_atomic(task.shard_path, shard)
 
 
 # ----------------------------------------------------------------------------------------------- scheduling
@@ -466,12 +597,16 @@ def sweep(caches: Sequence, davis_root, out_dir, grid: SweepGrid, set_name="val"
     skipped = sum(len(plan.settings) - len(t.score) for t in plan.tasks)
     log.info("%d settings x %d videos x %d caches; %d (setting, video) pairs already done", len(plan.settings),
              len(plan.sequences), len(plan.caches), skipped)
+    created = not os.path.exists(out_dir)
     os.makedirs(out_dir, exist_ok=True)
-    if save_all:
-        _write_run_jsons(plan, {c.backbone_id: plan.settings for c in plan.caches}, device, precision)
-    summaries = run_tasks(plan.tasks, jobs, backend, scheduler, progress)
+    try:
+        summaries = run_tasks(plan.tasks, jobs, backend, scheduler, progress)
+    except BaseException:
+        if created:
+            _remove_if_only_locks(out_dir)
+        raise
     result = collect(plan)
-    saved = _save_best(plan, result, save_best, jobs, backend, scheduler, device, precision, threads, progress)
+    saved = _save_best(plan, result, save_best, jobs, backend, scheduler, progress)
     seconds = time.perf_counter() - started
     record = provenance(kind="lpcache.sweep", caches=[os.path.abspath(c.root) for c in plan.caches],
                         davis_root=os.path.abspath(davis_root), set=set_name, sequences=result.sequences,
@@ -483,33 +618,26 @@ def sweep(caches: Sequence, davis_root, out_dir, grid: SweepGrid, set_name="val"
     return result
 
 
-def _write_run_jsons(plan, settings_by_backbone, device, precision):
-    """run.json of each saved run folder, in the form `lpcache propagate` writes and checks."""
-    for cache in plan.caches:
-        attrs = next(t.identity["cache_attrs"] for t in plan.tasks if t.backbone_id == cache.backbone_id)
-        for params in settings_by_backbone[cache.backbone_id]:
-            run = _run_folder(runs_dir(plan.out_dir), cache.backbone_id, params)
-            identity = {"params": params.as_dict(), "backbone_id": cache.backbone_id, "cache_attrs": attrs,
-                        "out_size": list(plan.out_size) if plan.out_size else None}
-            record = run.read_run_json() or {}
-            record.update(provenance(kind="lpcache.sweep", identity=identity, cache_dir=os.path.abspath(cache.root),
-                                     davis_root=os.path.abspath(plan.davis_root), set=plan.set_name,
-                                     device=str(device or "auto"), precision=precision))
-            os.makedirs(run.root, exist_ok=True)
-            run.write_run_json(record)
+def _remove_if_only_locks(folder):
+    """Remove a folder this sweep created when a failure left nothing in it but folders and lock files."""
+    for parent, _, names in os.walk(folder):
+        if any(not (n.startswith(".") and n.endswith(".lock")) for n in names):
+            return
+    shutil.rmtree(folder, ignore_errors=True)
 
 
-def _save_best(plan, result, count, jobs, backend, scheduler, device, precision, threads, progress) -> List[str]:
+def _save_best(plan, result, count, jobs, backend, scheduler, progress) -> List[str]:
     """Second pass: write DAVIS result folders for the `count` best settings of each backbone."""
     if not count:
         return []
     chosen = {b: [PropagationParams(r["temperature"], r["topk"], r["radius"], r["video_len"])
                   for r in result.best(b, count)] for b in result.backbones}
+    runs_root = runs_dir(plan.out_dir)
     tasks = []
     for task in plan.tasks:
-        save = [p for p in chosen[task.backbone_id]
-                if not _run_folder(runs_dir(plan.out_dir), task.backbone_id, p).is_done(task.sequence.name)]
+        save = _to_save(runs_root, task.backbone_id, chosen[task.backbone_id], task.sequence.name,
+                        task.done_identity, task.precision, task.run_record)
         tasks.append(dataclasses.replace(task, score=[], save=save))
-    _write_run_jsons(plan, chosen, device, precision)
     run_tasks(tasks, jobs, backend, scheduler, progress, desc="save best")
-    return [_run_folder(runs_dir(plan.out_dir), b, p).root for b, ps in chosen.items() for p in ps]
+    precision = plan.tasks[0].precision if plan.tasks else "float32"
+    return [_run_folder(runs_root, b, p, precision).root for b, ps in chosen.items() for p in ps]

@@ -3,7 +3,15 @@
 JPEGs are decoded (and re-encoded for the seed protocol) in DataLoader workers, batches never span two
 sequences, forward passes run on `device` (optional autocast on CUDA, OOM back-off to smaller batches),
 and a background thread writes HDF5 so writing overlaps the next forward pass. Complete sequences whose
-attributes match the request are verified and skipped; partial ones are redone.
+attributes, shape and frame count match the request are skipped without reading their values (the deep
+check is `lpcache cache verify`); partial or unreadable ones are redone.
+
+Features are computed as the seed computes them, so float32 caches are bit-identical to the seed's
+features: the network gets a contiguous NCHW float32 batch, and its output is L2-normalised with
+`F.normalize(dim=1)` (eps 1e-12) on the CPU copy of the NCHW output (the seed moves features to the CPU
+before normalising), then stored as NHWC. The float16 default is that float32 result cast to float16
+(round to nearest; ~2^-11 relative per value): measured end to end, J&F within 6e-5 of the seed.
+Non-finite or un-normalisable features (a zero or non-finite norm) are refused, naming the file and frame.
 
 backbone_id: `<backbone>-<protocol>`, plus `-<first 8 hex of the checkpoint sha256>` when a checkpoint
 file is given explicitly, or `-random` for random weights (tests, benchmarks); the embedded default
@@ -20,12 +28,13 @@ from typing import Dict, List, Optional, Sequence as SequenceType
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from . import backbones
-from .cache import FeatureCache, SequenceWriter, SUFFIX, attr_differences, verify_sequence, CachedSequence
+from .cache import FeatureCache, SequenceWriter, SUFFIX, attr_differences, CachedSequence
 from .davis import load_davis, load_filelist
 from .errors import InputError
 from .provenance import provenance, versions
@@ -121,16 +130,22 @@ def plan_jobs(seqs, spec, protocol, dtype, checkpoint_sha256, backbone_id, load_
 
 
 def _is_done(job: SequenceJob, path: str, force: bool) -> bool:
-    """True when a complete, matching file exists; InputError when it was made differently."""
+    """True when a complete, matching file exists; InputError when it was made differently.
+
+    Cheap: attributes, shapes and completeness only (`CachedSequence` checks them on open); no feature
+    value is read. `lpcache cache verify` reads them all.
+    """
     if force or not os.path.isfile(path):
         return False
-    problem = verify_sequence(path)
-    if problem:
-        log.warning("%s: %s; redoing it", path, problem)
+    try:
+        with CachedSequence(path) as cached:
+            differences = attr_differences(cached.attrs, job.attrs)
+            n_frames, grid_hw = cached.n_frames, cached.grid_hw
+    except InputError as exc:
+        log.warning("%s; redoing it", exc)
         return False
-    with CachedSequence(path) as cached:
-        differences = attr_differences(cached.attrs, job.attrs)
-        n_frames = cached.n_frames
+    if not differences and tuple(grid_hw) != tuple(job.grid_hw):
+        differences = [f"grid_hw: cache has {list(grid_hw)}, request has {list(job.grid_hw)}"]
     if differences:
         raise InputError(f"{path}: the cache was made differently ({'; '.join(differences)}); "
                          f"use another --cache folder or --force")
@@ -237,7 +252,7 @@ class BackgroundWriter:
             writer = SequenceWriter(self.backbone_dir, job.name, job.frame_names, job.grid_hw, self.channels,
                                     self.dtype, job.attrs)
             self._open[job_index] = writer
-        writer.write(feats)
+        writer.write(feats, normalized=True)
         if writer.written == writer.n_frames:
             writer.close()
             del self._open[job_index]
@@ -253,7 +268,10 @@ class BackgroundWriter:
 
 
 class BatchForward:
-    """Forward passes on `device` with optional CUDA autocast; on CUDA OOM, halve the batch and retry."""
+    """uint8 frames (B, H, W, 3) -> L2-normalised float32 features (B, h, w, C), the seed's way (module doc).
+
+    Forward passes on `device` with optional CUDA autocast; on CUDA OOM, halve the batch and retry.
+    """
 
     def __init__(self, model, spec, device, amp=False):
         self.model, self.spec, self.device = model, spec, torch.device(device)
@@ -266,7 +284,7 @@ class BatchForward:
     @torch.no_grad()
     def __call__(self, frames: torch.Tensor) -> np.ndarray:
         started = time.perf_counter()
-        x = normalize(frames.to(self.device, non_blocking=True), self.spec.mean, self.spec.std)
+        x = normalize(frames.to(self.device, non_blocking=True), self.spec.mean, self.spec.std).contiguous()
         limit = self.limit or x.shape[0]
         outputs, start = [], 0
         while start < x.shape[0]:
@@ -282,7 +300,7 @@ class BatchForward:
                 torch.cuda.empty_cache()
                 log.warning("out of memory on %s: batch size reduced to %d", self.device, limit)
                 continue
-            outputs.append(y.float().permute(0, 2, 3, 1).cpu())
+            outputs.append(F.normalize(y.float().cpu(), dim=1).permute(0, 2, 3, 1))
             start += chunk.shape[0]
         result = torch.cat(outputs).numpy()
         self.seconds += time.perf_counter() - started
@@ -330,8 +348,12 @@ def _run_frames(todo, spec, protocol, forward, writer, batch_size, num_workers, 
 def extract(davis_root=None, cache_dir="cache", backbone="efficientnet_lite0", checkpoint=None, set_name="val",
             filelist=None, sequences: Optional[SequenceType[str]] = None, protocol="seed", dtype="float16",
             batch_size=8, device=None, amp=False, force=False, num_workers=2, random_init=False,
-            progress=True) -> ExtractResult:
-    """Extract one backbone's features for the chosen DAVIS sequences into `cache_dir`. See module doc."""
+            progress=True, trust_checkpoint=False) -> ExtractResult:
+    """Extract one backbone's features for the chosen DAVIS sequences into `cache_dir`. See module doc.
+
+    `trust_checkpoint`: load the checkpoint with full unpickling (only for files you trust); recorded as
+    `checkpoint_trusted` in each file's provenance.
+    """
     if protocol not in PROTOCOLS:
         raise InputError(f"protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
     if batch_size < 1:
@@ -342,11 +364,13 @@ def extract(davis_root=None, cache_dir="cache", backbone="efficientnet_lite0", c
         device = "cuda" if torch.cuda.is_available() else "cpu"
     started = time.perf_counter()
     seqs = _load_sequences(davis_root, set_name, filelist, sequences)
-    model, spec, report = backbones.create(backbone, checkpoint, random_init=random_init and checkpoint is None)
+    model, spec, report = backbones.create(backbone, checkpoint, random_init=random_init and checkpoint is None,
+                                           trust_checkpoint=trust_checkpoint)
     model = model.to(device)
     sha = report.sha256 if report else RANDOM_INIT
     load_info = {"checkpoint": report.path if report else None,
-                 "checkpoint_tensors": f"{report.matched}/{report.total}" if report else None}
+                 "checkpoint_tensors": f"{report.matched}/{report.total}" if report else None,
+                 "checkpoint_trusted": bool(report.trusted) if report else False}
     bid = make_backbone_id(spec.name, protocol, sha, explicit_checkpoint=checkpoint is not None)
     backbone_dir = os.path.join(os.fspath(cache_dir), bid)
     jobs = plan_jobs(seqs, spec, protocol, dtype, sha, bid, load_info)

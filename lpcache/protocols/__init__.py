@@ -1,0 +1,42 @@
+"""Protocol plug-ins: one module per protocol family, one registry (`register`, `get`, `names`)."""
+from typing import Dict, List
+
+from ..errors import InputError
+from .base import Protocol, Switches  # noqa: F401
+
+_REGISTRY: Dict[str, Protocol] = {}
+
+
+def register(protocol: Protocol) -> Protocol:
+    """Add a protocol under its name (each name once)."""
+    if protocol.name in _REGISTRY:
+        raise ValueError(f"protocol {protocol.name!r} registered twice")
+    _REGISTRY[protocol.name] = protocol
+    return protocol
+
+
+def get(name: str) -> Protocol:
+    """The protocol called `name`, or an InputError listing the known ones."""
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise InputError(f"protocol {name!r}: expected one of {', '.join(names())}")
+    return _REGISTRY[name]
+
+
+def names() -> List[str]:
+    _load_builtin()
+    return list(_REGISTRY)
+
+
+def _load_builtin():
+    """Import the built-in protocol modules (each registers itself on import)."""
+    import importlib
+
+    for module in BUILTIN:
+        importlib.import_module(f"{__name__}.{module}")
+
+
+#: Built-in protocol modules, in the order `lpcache protocols` lists them.
+BUILTIN: List[str] = []
+BUILTIN.append("dino")
+BUILTIN.append("vfs")

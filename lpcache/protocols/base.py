@@ -1,0 +1,74 @@
+"""What a label-propagation protocol is: its switches, parameters, defaults and preprocessing.
+
+A protocol (a *family* of published evaluation code: the seed's CRW/CatMAE, DINO, VFS, DINOv3, ...) fixes
+  * how frames are resized and normalised before the backbone (`input_hw`, `mean`/`std`; None = the
+    backbone's own statistics),
+  * the propagation rule, as switches the engine is generic over (`Switches`),
+  * how frame 0's labels become grid labels and how soft maps become masks (`label_init`, `decode`),
+  * its parameters with their defaults (`Protocol.params(**overrides)`), and
+  * the size at which masks are written and scored (`score_size`).
+Each protocol module also holds `reference(...)`: one short dense function that *is* the definition
+(docs/design.md says how the engine is tested against it).
+"""
+import dataclasses
+from typing import Callable, Dict, Optional, Tuple
+
+from ..errors import InputError
+
+#: Which earlier frames are in the context of target t.
+CONTEXTS = (
+    "padded_first",   # seed: frame 0 repeated `video_len` times, then the previous frames (padding kept)
+    "first_plus_last",  # DINO/VFS/DINOv3: frame 0 once plus the last n frames, no padding (fewer early on)
+)
+#: The spatial restriction of a context frame's keys around the query cell.
+WINDOWS = (
+    "circle_lt",  # Euclidean grid distance < radius (seed, VFS)
+    "circle_le",  # Euclidean grid distance <= radius (DINOv3)
+    "square",     # Chebyshev distance <= radius (DINO's +-n neighbourhood)
+)
+#: How the kept candidates are weighted.
+WEIGHTINGS = (
+    "softmax_topk",        # top-k of cos/T jointly over all context keys, softmax over the k (seed, VFS)
+    "dino_exp_threshold",  # exp(cos/T), zero below the k-th largest (ties kept), normalise to sum 1 (DINO)
+    "topk_then_softmax",   # top-k of cos (ties at the k-th kept), softmax(cos/T) over them (DINOv3)
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Switches:
+    """The propagation rule as independent switches (protocol-families.md, 1b)."""
+
+    context: str
+    first_frame_masked: bool
+    window: str
+    weighting: str
+
+    def __post_init__(self):
+        for value, allowed, name in ((self.context, CONTEXTS, "context"), (self.window, WINDOWS, "window"),
+                                     (self.weighting, WEIGHTINGS, "weighting")):
+            if value not in allowed:
+                raise ValueError(f"{name} {value!r}: expected one of {', '.join(allowed)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """One registered protocol; see the module docstring."""
+
+    name: str
+    summary: str
+    switches: Switches
+    defaults: Dict[str, float]
+    input_hw: Callable[[Tuple[int, int], int], Tuple[int, int]]
+    score_size: str  # "input" (masks and ground truth at the network input size) or "native"
+    mean: Optional[Tuple[float, float, float]] = None
+    std: Optional[Tuple[float, float, float]] = None
+    published: Tuple[str, ...] = ()
+    reference_code: str = ""
+
+    def params(self, **overrides) -> Dict[str, float]:
+        """The defaults with `overrides` applied; unknown names are an InputError."""
+        unknown = sorted(set(overrides) - set(self.defaults))
+        if unknown:
+            raise InputError(f"protocol {self.name}: unknown parameter(s) {', '.join(unknown)} "
+                             f"(known: {', '.join(self.defaults)})")
+        return {**self.defaults, **{k: v for k, v in overrides.items() if v is not None}}

@@ -1,0 +1,259 @@
+"""`propagate(...)`: one propagation setting over a feature cache and a DAVIS root -> a run folder of masks.
+
+Output size per protocol (the cache's `protocol` attribute):
+  * `seed`: frame 0's annotation is resized to the network input size (`input_hw`, 480x880) with PIL NEAREST;
+    labels come from it and predictions are written at that size (score with gt_size=input_hw).
+  * `native`: the annotation is used at its own size and soft maps are up-sampled straight to it, so the
+    masks match the original annotations (score without gt_size).
+  * no `protocol` attribute (hand-made caches): `out_size` if given, else the annotation's own size.
+`out_size` overrides the size for every protocol. Frame 0's output is the (resized) annotation with void (255)
+pixels written as background (0), as the seed's convert_davis.py ends (see propagation/labels.py).
+
+Identity: run.json holds the run's identity (parameters, backbone id, precision, the cache's shared attributes
+`RUN_ATTRS`, out_size); each sequence's `.done.json` holds its own (`sequence_identity`: the cache file's
+input_hw, grid_hw, orig_hw and the output size), so one native-protocol cache of mixed frame sizes resumes with
+any subset of sequences. A finished sequence whose cache file now has another identity is refused (one
+`Error:` naming its `.done.json`; delete that sequence folder to redo it), never silently mixed or replaced.
+
+Safety: the cache is validated (`FeatureCache.validate`) before anything is written; each sequence is checked,
+cleared and written under its file lock (`<run>/.<seq>.lock`), so concurrent propagates into one run wait for
+each other and skip what the other finished; run.json is written (merged under `<run>/.run.lock`) only once a
+sequence has finished, and a failure removes the failing sequence's partial folder (and the run folder, when
+this call created it and nothing finished).
+"""
+import concurrent.futures
+import logging
+import os
+import shutil
+import time
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from .cache import FeatureCache
+from .config import PropagationParams
+from .davis import load_davis, read_mask
+from .errors import InputError
+from .propagation.engine import PRECISIONS, iter_propagate, resolve_device
+from .propagation.labels import final_ids, label_ids
+from .provenance import provenance
+from .results import SEQUENCE_KEYS, RunFolder, run_id
+
+log = logging.getLogger(__name__)
+
+#: Cache attributes a whole run shares (recorded in run.json); sizes are per sequence (SEQUENCE_KEYS).
+RUN_ATTRS = ("backbone", "checkpoint_sha256", "protocol", "dtype")
+
+
+def output_size(attrs: Dict, annotation_hw, out_size=None):
+    """(H, W) of the written masks for a cache with these attributes (see the module docstring)."""
+    if out_size is not None:
+        return tuple(int(v) for v in out_size)
+    if attrs.get("protocol") == "seed":
+        return tuple(int(v) for v in attrs.get("input_hw") or (480, 880))
+    return tuple(int(v) for v in annotation_hw)
+
+
+class _Job:
+    """One sequence, checked before any work starts."""
+
+    def __init__(self, sequence, cache_path, frames: List[str], first_mask: np.ndarray, out_hw, attrs):
+        self.sequence = sequence
+        self.cache_path = cache_path
+        self.frames = frames
+        self.first_mask = first_mask
+        self.out_hw = out_hw
+        self.attrs = attrs
+
+
+def prepare_jobs(cache: FeatureCache, sequences, settings: Sequence[PropagationParams], out_size=None) -> List[_Job]:
+    """Check every sequence (in cache, frame counts, first mask, parameters) and return the jobs."""
+    missing = [s.name for s in sequences if not cache.has(s.name)]
+    if missing:
+        raise InputError(f"{cache.root}: sequences missing from the cache: {', '.join(missing)}")
+    attrs_by_sequence = cache.validate([s.name for s in sequences])
+    jobs = []
+    for sequence in sequences:
+        with cache.open(sequence.name) as cached:
+            path, grid_hw = cached.path, cached.grid_hw
+            cache_frames = list(cached.frames)
+        attrs = attrs_by_sequence[sequence.name]
+        frames = sequence.frame_names
+        if len(cache_frames) != len(frames):
+            raise InputError(f"{path}: {len(cache_frames)} frames in the cache, {len(frames)} JPEGs in "
+                             f"{sequence.image_dir}")
+        annotations = sequence.annotation_paths
+        if not annotations:
+            raise InputError(f"{sequence.annotation_dir or sequence.image_dir}: no first-frame annotation for "
+                             f"{sequence.name}")
+        first_mask = read_mask(annotations[0])
+        if first_mask.ndim != 2:
+            raise InputError(f"{annotations[0]}: expected a palette (id) PNG, got shape {first_mask.shape}")
+        label_ids(first_mask, where=annotations[0])
+        for params in settings:
+            try:
+                params.validate(grid_hw)
+            except InputError as exc:
+                raise InputError(f"{path}: {exc}") from None
+        jobs.append(_Job(sequence, path, frames, first_mask, output_size(attrs, first_mask.shape, out_size), attrs))
+    return jobs
+
+
+def _plain(value):
+    """JSON-comparable form of an attribute (tuples as lists)."""
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def shared_attrs(attrs: Dict) -> Dict:
+    """The run-level part of a cache file's attributes (`RUN_ATTRS`)."""
+    return {key: _plain(attrs.get(key)) for key in RUN_ATTRS}
+
+
+def run_identity(params: PropagationParams, backbone_id, cache_attrs: Dict, precision, out_size=None) -> Dict:
+    """What run.json records and a resumed run must match."""
+    return {"params": params.as_dict(), "backbone_id": backbone_id, "precision": precision,
+            "cache_attrs": cache_attrs, "out_size": list(out_size) if out_size else None}
+
+
+def sequence_identity(attrs: Dict, out_hw) -> Dict:
+    """What a sequence's `.done.json` records: its cache file's sizes and the written size."""
+    return {**{key: _plain(attrs.get(key)) for key in SEQUENCE_KEYS}, "out_hw": list(out_hw)}
+
+
+def propagate(cache_dir, davis_root, out_dir, params: PropagationParams = PropagationParams(), set_name="val",
+              sequences: Optional[Sequence[str]] = None, device=None, precision="float32", score=False,
+              out_size=None, jobs=1, progress=True, tile_hw=None) -> str:
+    """Propagate frame-0 annotations through cached features; returns the run folder path.
+
+    Masks go to `<out_dir>/<run_id>/<seq>/<frame>.png` (`results.run_id`: backbone id, setting id and, unless
+    float32, the precision); finished sequences are skipped on a re-run. With `score`, the run is scored with
+    lpcache.scoring and the official CSVs are written into it.
+    """
+    if precision not in PRECISIONS:
+        raise InputError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    params.validate()
+    cache = FeatureCache(cache_dir)
+    sequence_list = load_davis(davis_root, set_name, sequences)
+    if not sequence_list:
+        raise InputError(f"{davis_root}: no sequence selected")
+    job_list = prepare_jobs(cache, sequence_list, [params], out_size)
+    gt_size = _score_size(job_list, out_size) if score else None
+    device = resolve_device(device)
+    run = RunFolder(out_dir, run_id(params, cache.backbone_id, precision))
+    identity = run_identity(params, cache.backbone_id, shared_attrs(job_list[0].attrs), precision, out_size)
+    run.check_compatible(identity)
+    for job in job_list:
+        if run.is_done(job.sequence.name):
+            run.check_sequence(job.sequence.name, sequence_identity(job.attrs, job.out_hw))
+    base = provenance(kind="lpcache.propagate", identity=identity, cache_dir=os.path.abspath(cache.root),
+                      davis_root=os.path.abspath(davis_root), set=set_name, device=str(device), precision=precision)
+    created = [d for d in (os.fspath(out_dir), run.root) if not os.path.exists(d)]
+    finished = 0
+    bar = tqdm(job_list, desc=f"propagate {params.id}", unit="seq", disable=not progress)
+    try:
+        for job in bar:
+            bar.set_postfix_str(job.sequence.name)
+            entry = _run_sequence(job, params, run, device, precision, tile_hw, progress)
+            if entry is not None:
+                run.update_run_json(identity, lambda record, e=entry, n=job.sequence.name: _add_sequence(record,
+                                                                                                       base, n, e))
+                finished += 1
+    except BaseException:
+        if not finished:
+            _remove_created(created)
+        raise
+    if score:
+        _score_run(run, identity, davis_root, set_name, [j.sequence.name for j in job_list], gt_size, jobs,
+                   progress)
+    return run.root
+
+
+def _add_sequence(record: Dict, base: Dict, name, entry: Dict):
+    """Merge this call's provenance and one finished sequence into a run.json record."""
+    sequences = record.get("sequences") or {}
+    record.update(base)
+    record["sequences"] = {**sequences, name: entry}
+
+
+def _remove_created(folders):
+    """After a failure before any sequence finished: remove the folders this call created (deepest first)
+    when they hold nothing but lock files."""
+    for folder in reversed(folders):
+        if os.path.isdir(folder) and not os.path.islink(folder):
+            leftovers = [n for n in os.listdir(folder) if not (n.startswith(".") and n.endswith(".lock"))]
+            if not leftovers:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run_sequence(job: _Job, params, run: RunFolder, device, precision, tile_hw, progress) -> Optional[Dict]:
+    """Under the sequence's lock: skip it if done (same identity), else propagate it.
+
+    Returns the run.json entry of a sequence propagated now, None for a skipped one.
+    """
+    name = job.sequence.name
+    identity = sequence_identity(job.attrs, job.out_hw)
+    with run.lock(name):
+        if run.is_done(name):
+            run.check_sequence(name, identity)
+            log.info("%s: already done, skipped", name)
+            return None
+        try:
+            seconds = _propagate_sequence(job, params, run, device, precision, tile_hw, progress, identity)
+        except BaseException:
+            run.discard_sequence(name)
+            raise
+    return {"frames": len(job.frames), "out_hw": list(job.out_hw), "seconds": round(seconds, 3),
+            "seconds_per_frame": round(seconds / max(1, len(job.frames) - 1), 4)}
+
+
+def _propagate_sequence(job: _Job, params, run: RunFolder, device, precision, tile_hw, progress,
+                        identity: Dict) -> float:
+    """Propagate one sequence and write its masks (in a writer thread) and done marker; call under its lock."""
+    from .cache import CachedSequence
+
+    started = time.perf_counter()
+    name = job.sequence.name
+    run.start_sequence(name)
+    with CachedSequence(job.cache_path) as cached, concurrent.futures.ThreadPoolExecutor(1) as writer:
+        pending = []
+        for t, masks in iter_propagate(cached, job.first_mask, [params], job.out_hw, device=device,
+                                       precision=precision, progress=progress, tile_hw=tile_hw):
+            pending.append(writer.submit(run.write_frame, name, job.frames[t], final_ids(masks[params])))
+            if len(pending) > 8:
+                pending.pop(0).result()
+        for future in pending:
+            future.result()
+    seconds = time.perf_counter() - started
+    run.finish_sequence(name, {"frames": len(job.frames), "params": params.as_dict(), "precision": precision,
+                               "identity": identity, "seconds": round(seconds, 3)})
+    log.info("%s: %d frames in %.1f s", name, len(job.frames), seconds)
+    return seconds
+
+
+def _score_size(job_list, out_size):
+    """The gt_size to score at: None (each annotation's own size) or the one size every mask is written at
+    (seed protocol or --out-size). Sequences written at different sizes cannot be scored at one size."""
+    if not (out_size or job_list[0].attrs.get("protocol") == "seed"):
+        return None
+    sizes = sorted({tuple(job.out_hw) for job in job_list})
+    if len(sizes) > 1:
+        listed = ", ".join(f"{j.sequence.name} {j.out_hw[0]}x{j.out_hw[1]}" for j in job_list)
+        raise InputError(f"{job_list[0].cache_path}: --score: the sequences are written at different sizes "
+                         f"({listed}); score them in separate runs")
+    return sizes[0]
+
+
+def _score_run(run, identity, davis_root, set_name, names, gt_size, jobs, progress):
+    """Score the run folder (seed protocol or --out-size: against annotations resized to the output size)."""
+    try:
+        from . import scoring
+    except ImportError:
+        raise InputError("--score: lpcache.scoring is not available in this installation") from None
+    result = scoring.score(davis_root, run.root, set_name=set_name, sequences=names, gt_size=gt_size, jobs=jobs,
+                           progress=progress)
+    scoring.write_csvs(result, run.root, set_name)
+    scores = {"global": result.global_scores, "gt_size": list(gt_size) if gt_size else None}
+    run.update_run_json(identity, lambda record: record.update(scores=scores))
+    log.info("J&F-Mean %.4f", result.global_scores.get("J&F-Mean", float("nan")))
+    return result
