@@ -37,6 +37,6 @@ def _load_builtin():
 
 
 #: Built-in protocol modules, in the order `lpcache protocols` lists them.
-BUILTIN: List[str] = []
+BUILTIN: List[str] = ["seed"]  # registers seed and native
 BUILTIN.append("dino")
 BUILTIN.append("vfs")

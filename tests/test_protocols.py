@@ -1,0 +1,56 @@
+"""The protocol registry: built-in protocols, their switches and defaults, parameter overrides."""
+import numpy as np
+import pytest
+
+from lpcache import protocols
+from lpcache.errors import InputError
+from lpcache.protocols import base, seed
+
+
+def test_builtin_protocols_are_registered_once_in_order():
+    names = protocols.names()
+    assert names[:2] == ["seed", "native"] and {"dino", "vfs"} <= set(names)
+    assert len(names) == len(set(names))
+    with pytest.raises(ValueError, match="registered twice"):
+        protocols.register(protocols.get("seed"))
+
+
+def test_unknown_protocol_names_the_known_ones():
+    with pytest.raises(InputError, match="expected one of seed, native"):
+        protocols.get("crw-v2")
+
+
+def test_switches_differ_where_the_families_differ():
+    seed_p, dino, vfs = (protocols.get(n) for n in ("seed", "dino", "vfs"))
+    assert (seed_p.switches.first_frame_masked, dino.switches.first_frame_masked, vfs.switches.first_frame_masked) \
+        == (False, True, True)
+    assert (seed_p.switches.window, dino.switches.window, vfs.switches.window) == ("circle_lt", "square", "circle_lt")
+    assert seed_p.score_size == "input" and dino.score_size == vfs.score_size == "native"
+    with pytest.raises(ValueError, match="window 'hexagon'"):
+        base.Switches(context="padded_first", first_frame_masked=False, window="hexagon", weighting="softmax_topk")
+
+
+def test_params_apply_overrides_and_refuse_unknown_names():
+    dino = protocols.get("dino")
+    assert dino.params(topk=7) == {**dino.defaults, "topk": 7}
+    assert protocols.get("seed").params() == {"temperature": 0.7, "topk": 8, "radius": 18, "video_len": 20}
+    with pytest.raises(InputError, match="unknown parameter"):
+        dino.params(n_last=3)
+
+
+def test_resize_rules():
+    assert protocols.get("seed").input_hw((480, 854), 8) == (480, 880)
+    assert protocols.get("native").input_hw((480, 854), 8) == (480, 856)
+    assert protocols.get("native").input_hw((480, 854), 16) == (480, 848)
+    assert protocols.get("native").input_hw((3, 5), 8) == (8, 8)
+
+
+def test_seed_reference_follows_the_tie_rule_on_exact_ties():
+    # Two frames, 1x4 grid, identical features everywhere: every candidate ties. With k = 1 the stable rule picks
+    # candidate 0 of slot 0 (frame 0, position 0), so every cell of frame 1 takes position 0's label.
+    feats = np.ones((2, 1, 4, 2), np.float32) / np.sqrt(2)
+    first = np.array([[1, 0, 0, 0]] * 8, np.uint8).reshape(8, 4)[:1].repeat(8, 0)  # 8x4 mask, column 0 is object 1
+    masks = seed.reference(feats, first, temperature=0.7, topk=1, radius=1.5, video_len=1, out_hw=(8, 4))
+    labels = seed.label_init(first, seed.label_ids(first), (1, 4)).reshape(4, -1)
+    expected_id = seed.label_ids(first)[int(np.argmax(labels[0]))]
+    assert np.all(masks[1] == expected_id)
