@@ -3,10 +3,14 @@
     python benchmarks/bench_score.py [--jobs 2] [--repeat 3] [--official /path/to/davis2017-evaluation]
 
 Builds the prediction folder in a temp dir, runs `lpcache score` as a subprocess (CLI start-up included),
-and with --official also runs the official evaluation_method.py on the same folder (its CSVs removed
-before every run, since it would otherwise reuse them) and checks that both wrote the same CSV bytes.
+then vos-benchmark (PyPI `vos-benchmark`, a benchmark-only dependency: `pip install vos-benchmark`) with the
+same number of processes as a whole process too, and checks that both give the same J, F and J&F (vos-benchmark
+reports them x100, per object and global). With --official it also runs the official evaluation_method.py on the
+same folder (its CSVs removed before every run, since it would otherwise reuse them) and checks that both wrote
+the same CSV bytes.
 """
 import argparse
+import json
 import os
 import resource
 import shutil
@@ -41,6 +45,7 @@ def build_predictions(davis_root, osvos_root, out_dir):
 
 
 CPU_SECONDS = {}
+OUTPUT = {}  # label -> stdout of its last run
 
 
 def timed(command, label, cwd=None):
@@ -49,6 +54,7 @@ def timed(command, label, cwd=None):
     start = time.perf_counter()
     done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
+    OUTPUT[label] = done.stdout
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     CPU_SECONDS.setdefault(label, []).append(cpu)
@@ -63,6 +69,42 @@ def read_csvs(folder):
         with open(os.path.join(folder, name), "rb") as handle:
             out.append(handle.read())
     return out
+
+
+VOS_SCRIPT = """import json, sys
+from vos_benchmark.benchmark import benchmark
+jf, j, f, objects = benchmark([sys.argv[1]], [sys.argv[2]], num_processes=int(sys.argv[3]), verbose=False)
+per_object = {f"{seq}_{k}": (float(iou[k]), float(bf[k])) for seq, (iou, bf) in objects[0].items() for k in iou}
+print(json.dumps({"J&F": float(jf[0]), "J": float(j[0]), "F": float(f[0]), "per_object": per_object}))
+"""
+
+
+def have_vos_benchmark():
+    try:
+        import vos_benchmark  # noqa: F401  (benchmark-only dependency)
+    except ImportError:
+        return False
+    return True
+
+
+def full_precision_scores(davis_root, results):
+    """lpcache's global and per-object scores in memory (untimed: the timed runs write only the CSVs)."""
+    sys.path.insert(0, REPO)
+    from lpcache.scoring import score
+
+    result = score(davis_root, results, progress=False)
+    return {"global": result.global_scores, "per_object": result.per_object}
+
+
+def compare_with_vos(vos, ours, tolerance=1e-9):
+    """vos-benchmark's numbers (x100) against lpcache's JSON; True when every J, F and J&F agrees."""
+    ok = set(vos["per_object"]) == set(ours["per_object"])
+    for key, (j, f) in vos["per_object"].items():
+        row = ours["per_object"].get(key, {})
+        ok &= abs(j - 100 * row.get("J-Mean", -1)) <= tolerance and abs(f - 100 * row.get("F-Mean", -1)) <= tolerance
+    for name, column in (("J&F", "J&F-Mean"), ("J", "J-Mean"), ("F", "F-Mean")):
+        ok &= abs(vos[name] - 100 * ours["global"][column]) <= tolerance
+    return ok
 
 
 def main():
@@ -97,6 +139,21 @@ def main():
               f"CPU {min(CPU_SECONDS['startup']):.2f} s")
         print(f"lpcache.scoring.score(jobs={args.jobs}) + write_csvs in a fresh python: best {min(lib):.2f} s, "
               f"median {statistics.median(lib):.2f} s; CPU {min(CPU_SECONDS['library']):.2f} s")
+        if have_vos_benchmark():
+            vos_command = [sys.executable, "-c", VOS_SCRIPT, os.path.join(args.davis, "Annotations", "480p"), results,
+                           str(args.jobs)]
+            vos = [timed(vos_command, "vos", cwd=work) for _ in range(args.repeat)]
+            print(f"vos-benchmark, {args.jobs} processes (whole process): best {min(vos):.2f} s, "
+                  f"median {statistics.median(vos):.2f} s; CPU {min(CPU_SECONDS['vos']):.2f} s")
+            print(f"speed-up over vos-benchmark (best/best): CLI {min(vos) / min(ours):.1f}x, "
+                  f"library in a fresh python {min(vos) / min(lib):.1f}x")
+            same = compare_with_vos(json.loads(OUTPUT["vos"]), full_precision_scores(args.davis, results))
+            print(f"same J, F and J&F as vos-benchmark (per object and global, |diff| <= 1e-9 on its x100 scale): "
+                  f"{same}")
+            if not same:
+                sys.exit(1)
+        else:
+            print("vos-benchmark not installed (pip install vos-benchmark): comparison skipped")
         if args.official:
             official = []
             for _ in range(args.repeat):

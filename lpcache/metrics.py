@@ -289,10 +289,10 @@ class PreparedFrame:
         return self.gt_ids.shape
 
 
-def _object_mask(ids: np.ndarray, k: int) -> np.ndarray:
-    """uint8 mask (non-zero = object) of `ids == k`."""
+def _object_mask(ids: np.ndarray, k: int, top: int) -> np.ndarray:
+    """uint8 mask (non-zero = object) of `ids == k`; `top` is ids.max() (ids of 0/1 are their own mask)."""
     if ids.dtype == np.uint8:
-        return cv2.compare(ids, k, cv2.CMP_EQ)
+        return ids if top == 1 else cv2.compare(ids, k, cv2.CMP_EQ)
     return np.ascontiguousarray(ids == k).view(np.uint8)
 
 
@@ -304,8 +304,11 @@ def prepare_gt_frame(gt_ids: np.ndarray, n_objects: int) -> PreparedFrame:
     gt_ids = np.asarray(gt_ids)
     if gt_ids.ndim != 2:
         raise ValueError(f"ground truth must be 2-D (H, W), got shape {gt_ids.shape}")
+    if gt_ids.dtype == bool:
+        gt_ids = gt_ids.view(np.uint8)
     radius = boundary_radius(gt_ids.shape)
-    objects = [_GtObject.from_mask(_object_mask(gt_ids, k), radius) for k in range(1, n_objects + 1)]
+    top = int(gt_ids.max()) if gt_ids.size else 0
+    objects = [_GtObject.from_mask(_object_mask(gt_ids, k, top), radius) for k in range(1, n_objects + 1)]
     return PreparedFrame(gt_ids, n_objects, objects)
 
 
@@ -327,7 +330,7 @@ def frame_scores_prepared(pred_ids: np.ndarray, prepared: PreparedFrame) -> Tupl
         if index + 1 > top:  # no pixel of this object in the prediction
             n_pred, inter, pred_boundary = 0, 0, _Boundary(0)
         else:
-            pred_mask = _object_mask(pred_ids, index + 1)
+            pred_mask = _object_mask(pred_ids, index + 1, top)
             box = _bounding_box(pred_mask)
             n_pred = cv2.countNonZero(_crop(pred_mask, box)) if box else 0
             inter = gt_object.intersection(pred_mask) if n_pred else 0

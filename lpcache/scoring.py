@@ -130,26 +130,41 @@ class GroundTruth:
     n_objects: int
 
 
-def load_gt_sequence(sequence: davis.Sequence, gt_size=None) -> GroundTruth:
-    """Annotations of one sequence, resized (PIL NEAREST) to gt_size=(H, W) if given, minus first/last."""
+def _annotation_paths(sequence: davis.Sequence):
+    """The sequence's annotation PNGs (sorted), refused when there is no folder or fewer than 3 files."""
     if sequence.annotation_dir is None:
         raise InputError(f"{sequence.name}: annotation folder not found")
     paths = sequence.annotation_paths
     if len(paths) < 3:
         raise InputError(f"{sequence.annotation_dir}: {len(paths)} annotated frame(s); scoring needs at least 3 "
                          "(the first and the last are not evaluated)")
-    frames = []
-    for path in paths[:-1]:
-        ids = read_ids(path)
-        if gt_size is not None:
-            ids = davis.resize_mask_nearest(ids, gt_size)
-        if frames and ids.shape != frames[0].shape:
-            raise InputError(f"{path}: size {ids.shape[1]}x{ids.shape[0]} differs from the first annotation's "
-                             f"{frames[0].shape[1]}x{frames[0].shape[0]}")
-        frames.append(np.where(ids == VOID, 0, ids) if np.any(ids == VOID) else ids)
-    n_objects = int(frames[0].max())
-    frame_ids = [os.path.splitext(os.path.basename(p))[0] for p in paths[1:-1]]
-    return GroundTruth(sequence.name, frame_ids, frames[1:], n_objects)
+    return paths
+
+
+def _read_gt_frame(path, gt_size=None, first_shape=None) -> np.ndarray:
+    """One annotation as ids, resized (PIL NEAREST) to gt_size if given, void (255) set to 0; its size must be
+    `first_shape` when given."""
+    ids = read_ids(path)
+    if gt_size is not None:
+        ids = davis.resize_mask_nearest(ids, gt_size)
+    if first_shape is not None and ids.shape != first_shape:
+        raise InputError(f"{path}: size {ids.shape[1]}x{ids.shape[0]} differs from the first annotation's "
+                         f"{first_shape[1]}x{first_shape[0]}")
+    if ids.size and ids.max() >= VOID and np.any(ids == VOID):  # max first: one cheap pass in the usual case
+        ids = np.where(ids == VOID, 0, ids)
+    return ids
+
+
+def _frame_id(path) -> str:
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def load_gt_sequence(sequence: davis.Sequence, gt_size=None) -> GroundTruth:
+    """Annotations of one sequence, resized (PIL NEAREST) to gt_size=(H, W) if given, minus first/last."""
+    paths = _annotation_paths(sequence)
+    first = _read_gt_frame(paths[0], gt_size)
+    frames = [_read_gt_frame(path, gt_size, first.shape) for path in paths[1:-1]]
+    return GroundTruth(sequence.name, [_frame_id(p) for p in paths[1:-1]], frames, int(first.max()))
 
 
 def read_prediction(path, gt_frame: np.ndarray, n_objects: int, sequence: str) -> np.ndarray:
@@ -213,19 +228,28 @@ def score_sequence_masks(name, gt_frames, pred_frames, n_objects: int) -> Sequen
 
 
 def score_sequence_dir(sequence: davis.Sequence, results_dir, gt_size=None) -> SequenceResult:
-    """Score `<results_dir>/<seq>/<frame>.png` against the sequence's annotations."""
+    """Score `<results_dir>/<seq>/<frame>.png` against the sequence's annotations.
+
+    Frame by frame: each annotation and each prediction is decoded once and dropped after its frame is scored
+    (holding a whole sequence's frames costs more in fresh memory pages than it saves).
+    """
     if not sequence.image_paths:
         raise InputError(f"{sequence.image_dir}: no JPEG frame for sequence {sequence.name}")
-    gt = load_gt_sequence(sequence, gt_size)
+    paths = _annotation_paths(sequence)
+    first = _read_gt_frame(paths[0], gt_size)
+    n_objects = int(first.max())
     folder = os.path.join(results_dir, sequence.name)
     if not os.path.isdir(folder):
         raise InputError(f"{folder}: results folder of sequence {sequence.name} not found")
-    accumulator = metrics.SequenceScores(sequence.name, gt.n_objects)
-    for frame_id, gt_frame in zip(gt.frame_ids, gt.frames):
-        pred = read_prediction(os.path.join(folder, f"{frame_id}.png"), gt_frame, gt.n_objects, sequence.name)
-        accumulator.add(*metrics.frame_scores(pred, gt_frame, gt.n_objects))
+    accumulator = metrics.SequenceScores(sequence.name, n_objects)
+    frame_ids = []
+    for path in paths[1:-1]:
+        frame_ids.append(_frame_id(path))
+        gt_frame = _read_gt_frame(path, gt_size, first.shape)
+        pred = read_prediction(os.path.join(folder, f"{frame_ids[-1]}.png"), gt_frame, n_objects, sequence.name)
+        accumulator.add(*metrics.frame_scores(pred, gt_frame, n_objects))
     j, f = accumulator.per_frame()
-    return SequenceResult(sequence.name, metrics.sequence_rows(sequence.name, j, f), j, f, gt.frame_ids)
+    return SequenceResult(sequence.name, metrics.sequence_rows(sequence.name, j, f), j, f, frame_ids)
 
 
 @dataclasses.dataclass
