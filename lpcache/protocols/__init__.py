@@ -40,3 +40,4 @@ def _load_builtin():
 BUILTIN: List[str] = ["seed"]  # registers seed and native
 BUILTIN.append("dino")
 BUILTIN.append("vfs")
+BUILTIN.append("dinov3")
