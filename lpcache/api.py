@@ -220,25 +220,6 @@ def make_grid(grid=None, **values) -> SweepGrid:
     return SweepGrid.from_mapping(mapping, where="grid")
 
 
-def _run_defaults(results_dir) -> Dict:
-    """For an lpcache run folder (with run.json): the sequences it holds and the size its masks were written at
-    when every annotation must be resized to it (seed protocol or out_size); {} for any other folder."""
-    from .results import RUN_JSON, RunFolder
-
-    if not os.path.isfile(os.path.join(results_dir, RUN_JSON)):
-        return {}
-    folder = os.path.normpath(os.fspath(results_dir))
-    record = RunFolder(os.path.dirname(folder), os.path.basename(folder)).read_run_json()
-    sequences = record.get("sequences") or {}
-    identity = record.get("identity") or {}
-    defaults = {"sequences": list(sequences)} if sequences else {}
-    resized = identity.get("out_size") or (identity.get("cache_attrs") or {}).get("protocol") == "seed"
-    sizes = {tuple(entry.get("out_hw") or ()) for entry in sequences.values()}
-    if resized and len(sizes) == 1 and all(sizes):
-        defaults["gt_size"] = sizes.pop()
-    return defaults
-
-
 def _read_masks(run_dir, davis_root, set_name, names) -> Dict[str, list]:
     """{seq: [id array per frame]} read back from the run folder, frames in the sequence's order."""
     from .davis import load_davis, read_mask
@@ -309,7 +290,7 @@ def propagate(cache, davis, out, params=None, *, temperature=None, topk=None, ra
         >>> first = run.masks["bear"][0]                        # uint8 (H, W) object ids
     """
     from .davis import load_davis, parse_hw
-    from .run_propagation import propagate as run_propagate
+    from .run_propagation import propagate_run
 
     chosen = _params(params, {"temperature": temperature, "topk": topk, "radius": radius,
                               "video_len": video_len})
@@ -317,13 +298,9 @@ def propagate(cache, davis, out, params=None, *, temperature=None, topk=None, ra
         options["out_size"] = parse_hw(options["out_size"])
     set_name = options.get("set_name", "val")
     names = [s.name for s in load_davis(davis, set_name, options.get("sequences"))]
-    run_dir = run_propagate(_backbone_dir(cache), davis, out, chosen, score=score, **options)
-    scores = None
-    if score:
-        # run_propagate scored the run and wrote its CSVs but returns the folder only: read the scores again
-        # (same inputs, same numbers), silently
-        scores = _score(davis, run_dir, set_name=set_name, sequences=names, jobs=options.get("jobs", 1),
-                        progress=False)
+    outcome = propagate_run(_backbone_dir(cache), davis, out, chosen, score=score, **options)
+    run_dir = outcome.run_dir
+    scores = Scores.from_result(outcome.scores, set_name) if score else None
     masks = _read_masks(run_dir, davis, set_name, names) if return_masks else None
     return PropagateResult(run_dir, os.path.basename(os.path.normpath(run_dir)), chosen, names, scores, masks)
 
@@ -396,10 +373,12 @@ def _score(davis, results_dir, **options) -> Scores:
 
     if not os.path.isdir(results_dir):
         raise InputError(f"{results_dir}: results folder not found")
-    for key, value in _run_defaults(results_dir).items():
-        if options.get(key) is None:
-            options[key] = value
+    from .results import score_options
+
     if isinstance(options.get("gt_size"), str):
         options["gt_size"] = parse_hw(options["gt_size"])
-    result = scoring.score(davis, results_dir, **options)
-    return Scores.from_result(result, options.get("set_name", "val"))
+    chosen = score_options(results_dir, davis, options.pop("set_name", None), options.pop("sequences", None),
+                           options.pop("gt_size", None))
+    davis_root = chosen.pop("davis_root")
+    result = scoring.score(davis_root, results_dir, **chosen, **options)
+    return Scores.from_result(result, chosen["set_name"])

@@ -12,6 +12,7 @@ import click
 
 from . import __version__
 from .errors import LpcacheError
+from .options import verbose_option
 
 #: Modules of `lpcache.commands`, in the order `lpcache --help` lists them.
 COMMANDS = [
@@ -26,6 +27,7 @@ COMMANDS = [
     "visualize",
     "run",
     "demo",
+    "protocols",
 ]
 
 
@@ -92,15 +94,22 @@ class LpcacheGroup(click.Group):
 
 @click.group(cls=LpcacheGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lpcache")
-@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
-def cli(verbose):
+@verbose_option
+def cli():
     """Evaluate visual backbones on DAVIS by label propagation.
 
     Stages: extract (backbone -> feature cache), propagate / sweep (cache -> masks),
-    score (masks -> DAVIS J&F).
+    score (masks -> DAVIS J&F); `run` chains them, `demo` tries it all on synthetic data.
+
+    \b
+    Example (about a minute on a 2-core CPU):
+      lpcache demo --workdir /tmp/lpcache-demo
+    \b
+    Step by step:
+      lpcache extract --davis DAVIS --cache cache --sequences bear,blackswan
+      lpcache propagate --cache cache --davis DAVIS --out runs --score
+      lpcache score --results runs/<run>
     """
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
 
 
 for _name in COMMANDS:

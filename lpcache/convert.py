@@ -19,10 +19,10 @@ from typing import Dict, List, Optional
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from . import davis
 from .errors import InputError
+from .progress import progress_bar
 
 log = logging.getLogger(__name__)
 SEED_NAME = re.compile(r"^(\d+)_(\d+)_mask\.png$")
@@ -121,7 +121,7 @@ def convert(input_dir, out_dir, davis_root=None, set_name="val", filelist=None, 
     total = sum(len(sequences[order[v]].frame_names) for v in found)
     written = 0
     try:
-        with tqdm(total=total, desc="convert", unit="frame", disable=not progress) as bar:
+        with progress_bar(total, "convert", unit="frame", enabled=progress) as bar:
             for video in sorted(found):
                 sequence = sequences[order[video]]
                 written += _convert_sequence(sequence, found[video], input_dir, video, staging, size, bar)

@@ -31,12 +31,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from . import backbones
 from .cache import FeatureCache, SequenceWriter, SUFFIX, attr_differences, CachedSequence
 from .davis import load_davis, load_filelist
 from .errors import InputError
+from .progress import progress_bar
 from .provenance import provenance, versions
 from .transforms import PROTOCOLS, input_hw as protocol_input_hw, normalize, prepare_frame
 
@@ -330,8 +330,7 @@ def _run_frames(todo, spec, protocol, forward, writer, batch_size, num_workers, 
                         num_workers=num_workers, collate_fn=_collate, worker_init_fn=_worker_init,
                         pin_memory=torch.device(device).type == "cuda")
     done = 0
-    with tqdm(total=sum(len(job.image_paths) for job in todo), unit="frame", desc=desc,
-              disable=not progress) as bar:
+    with progress_bar(sum(len(job.image_paths) for job in todo), desc, unit="frame", enabled=progress) as bar:
         for frames, job_index, _, error in loader:
             if error:
                 raise InputError(error)

@@ -44,12 +44,9 @@ class PipelineResult:
     global_scores: Dict
     table: str
     seconds: Dict
-
-
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    outputs: List[str] = dataclasses.field(default_factory=list)   # files and folders written, for the console
+    device: Optional[str] = None
+    figures: List[str] = dataclasses.field(default_factory=list)   # demo: overlay strip and score plot
 
 
 def _cache_attrs(backbone_dir, sequences) -> Dict:
@@ -59,25 +56,35 @@ def _cache_attrs(backbone_dir, sequences) -> Dict:
 
 
 def _score_single(davis_root, run_dir, set_name, sequences, attrs, jobs, progress):
-    """Score one run folder like `lpcache score`; seed caches are scored at their input size."""
+    """Score one run folder like `lpcache score` (CSVs and scores.json in it; seed caches at their input
+    size); returns (global scores, the printed tables, written paths)."""
     from . import scoring
+    from .run_propagation import SCORES_JSON
 
     gt_size = tuple(attrs["input_hw"]) if attrs.get("protocol") == "seed" else None
-    result = scoring.score(davis_root, run_dir, set_name=set_name, sequences=sequences, gt_size=gt_size, jobs=jobs,
-                           progress=progress)
-    scoring.write_csvs(result, run_dir, set_name)
-    scoring.write_json(result, os.path.join(run_dir, "scores.json"))
-    return result.global_scores, scoring.format_tables(result, set_name)
+    result, written = scoring.score_to_files(davis_root, run_dir, None, set_name,
+                                             json_path=os.path.join(run_dir, SCORES_JSON), sequences=sequences,
+                                             gt_size=gt_size, jobs=jobs, progress=progress)
+    return result.global_scores, scoring.format_tables(result, set_name), written
 
 
-def sweep_table(rows: List[Dict], limit=10) -> str:
-    """The best `limit` settings of a sweep as a plain-text table."""
+#: A sweep table lists every setting up to this many, else the best SWEEP_TOP.
+SWEEP_ALL_UP_TO = 20
+SWEEP_TOP = 10
+
+
+def sweep_table(rows: List[Dict], limit=None) -> str:
+    """The settings of a sweep, best first, as a plain-text table with a rank column: all of them when there
+    are at most SWEEP_ALL_UP_TO (or `limit` is larger), else the best `limit` (default SWEEP_TOP)."""
+    if limit is None:
+        limit = len(rows) if len(rows) <= SWEEP_ALL_UP_TO else SWEEP_TOP
     columns = ("setting", "J&F-Mean", "J-Mean", "J-Recall", "F-Mean", "F-Recall")
     ranked = sorted(rows, key=lambda r: -r["J&F-Mean"])[:limit]
-    lines = ["  ".join(f"{c:>20}" if i == 0 else f"{c:>9}" for i, c in enumerate(columns))]
-    for row in ranked:
-        cells = [f"{row['setting']:>20}"] + [f"{row[c]:9.3f}" for c in columns[1:]]
-        lines.append("  ".join(cells))
+    width = max([len("setting")] + [len(r["setting"]) for r in ranked])
+    lines = ["rank  " + "  ".join(f"{c:<{width}}" if i == 0 else f"{c:>8}" for i, c in enumerate(columns))]
+    for rank, row in enumerate(ranked, 1):
+        cells = [f"{row['setting']:<{width}}"] + [f"{row[c]:8.3f}" for c in columns[1:]]
+        lines.append(f"{rank:>4}  " + "  ".join(cells))
     return "\n".join(lines)
 
 
@@ -90,6 +97,7 @@ def run_pipeline(davis_root, workdir, backbone=DEMO_BACKBONE, checkpoint=None, r
     `trust_checkpoint`: load the checkpoint with full unpickling (only for files you trust; see `extract`).
     """
     from .extraction import extract
+    from .propagation.engine import resolve_device
     from .run_propagation import propagate
     from .sweeping import sweep
 
@@ -98,7 +106,7 @@ def run_pipeline(davis_root, workdir, backbone=DEMO_BACKBONE, checkpoint=None, r
     names = list(sequences) if sequences else read_set(davis_root, set_name)
     if not names:
         raise InputError(f"{davis_root}: set '{set_name}' lists no sequence")
-    device = device or default_device()
+    device = str(resolve_device(device))
     workdir = os.fspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     seconds = {}
@@ -109,7 +117,11 @@ def run_pipeline(davis_root, workdir, backbone=DEMO_BACKBONE, checkpoint=None, r
                         batch_size=batch_size, device=device, num_workers=num_workers, random_init=random_init,
                         progress=progress, trust_checkpoint=trust_checkpoint)
     seconds["extract"] = round(time.perf_counter() - started, 3)
-    log.info("extract: %d sequences extracted, %d reused", len(extracted.extracted), len(extracted.skipped))
+    if extracted.skipped:
+        from .run_propagation import notice
+
+        notice(f"reusing the cache {extracted.backbone_dir}: {len(extracted.skipped)} of {len(names)} sequences "
+               "already extracted", progress)
     attrs = _cache_attrs(extracted.backbone_dir, names)
 
     started = time.perf_counter()
@@ -120,8 +132,9 @@ def run_pipeline(davis_root, workdir, backbone=DEMO_BACKBONE, checkpoint=None, r
                             progress=progress)
         seconds["propagate"] = round(time.perf_counter() - started, 3)
         started = time.perf_counter()
-        global_scores, table = _score_single(davis_root, run_dir, set_name, names, attrs, jobs, progress)
+        global_scores, table, written = _score_single(davis_root, run_dir, set_name, names, attrs, jobs, progress)
         seconds["score"] = round(time.perf_counter() - started, 3)
+        outputs = [run_dir] + written
     else:
         sweep_dir = os.path.join(workdir, "sweep")
         result = sweep([extracted.backbone_dir], davis_root, sweep_dir, grid, set_name=set_name, sequences=names,
@@ -131,14 +144,18 @@ def run_pipeline(davis_root, workdir, backbone=DEMO_BACKBONE, checkpoint=None, r
         global_scores = {k: v for k, v in best.items() if k.startswith(("J", "F"))}
         global_scores["setting"] = best["setting"]
         table = sweep_table(result.rows)
+        outputs = [result.outputs.get(n) for n in ("leaderboard.md", "sweep_results.csv", "provenance.json",
+                                                    "sweep.json")]
+        outputs += sorted(p for n, p in result.outputs.items() if n.endswith(".png")) + result.saved_runs
     record = provenance(kind="lpcache.pipeline", davis_root=os.path.abspath(davis_root), set=set_name,
                         sequences=names, backbone=backbone, backbone_dir=os.path.abspath(extracted.backbone_dir),
                         protocol=protocol, grid=grid.as_dict(), device=str(device), precision=precision,
                         run_dir=run_dir, sweep_dir=sweep_dir, extracted=extracted.extracted,
                         reused=extracted.skipped, seconds=seconds, global_scores=global_scores)
     write_json_atomic(os.path.join(workdir, "pipeline.json"), record)
+    outputs = [extracted.backbone_dir] + [p for p in outputs if p] + [os.path.join(workdir, "pipeline.json")]
     return PipelineResult(workdir, os.fspath(davis_root), extracted.backbone_dir, protocol, names, run_dir,
-                          sweep_dir, global_scores, table, seconds)
+                          sweep_dir, global_scores, table, seconds, outputs, str(device))
 
 
 def demo(davis_root=None, sequences: Optional[Sequence[str]] = None, workdir="lpcache-demo", device=None,
@@ -156,5 +173,15 @@ def demo(davis_root=None, sequences: Optional[Sequence[str]] = None, workdir="lp
         protocol = protocol or "native"
     else:
         protocol = protocol or "seed"
-    return run_pipeline(davis_root, workdir, backbone=DEMO_BACKBONE, sequences=sequences, protocol=protocol,
-                        device=device, progress=progress)
+    result = run_pipeline(davis_root, workdir, backbone=DEMO_BACKBONE, sequences=sequences, protocol=protocol,
+                          device=device, progress=progress)
+    result.figures = demo_figures(result)
+    return result
+
+
+def demo_figures(result: PipelineResult) -> List[str]:
+    """The demo's two pictures (an overlay strip of the first sequence, the per-object scores) in
+    `<workdir>/figures`; their paths."""
+    from .visualize import demo_figures as draw
+
+    return draw(result.run_dir, result.davis_root, result.sequences[0], os.path.join(result.workdir, "figures"))

@@ -16,11 +16,12 @@ Every path is checked to resolve inside its root before anything is written or r
 one path component; a symlinked sequence folder pointing elsewhere is refused).
 """
 import contextlib
+import dataclasses
 import json
 import logging
 import os
 import shutil
-from typing import Callable, Dict, Iterable, Optional
+from typing import Callable, Dict, Iterable, List, Optional
 
 import numpy as np
 from filelock import FileLock, Timeout
@@ -200,3 +201,72 @@ def _recorded_identity(record: Dict) -> Dict:
 
 def _differences(old: Dict, new: Dict):
     return [f"{k}: folder has {old.get(k)!r}, request has {v!r}" for k, v in new.items() if old.get(k) != v]
+
+
+# ----------------------------------------------------------------------------------------------- scoring a run
+@dataclasses.dataclass
+class RunScoreDefaults:
+    """What `lpcache score --results RUN` takes from a run folder made by lpcache (its run.json)."""
+
+    run_json: str
+    davis_root: Optional[str]
+    set_name: Optional[str]
+    sequences: List[str]                   # the finished ones, in run.json's order
+    out_sizes: Dict[str, tuple]            # written mask size per finished sequence
+    gt_size: Optional[tuple]               # the size to resize annotations to (seed protocol / out_size), or None
+
+
+def run_score_defaults(results_dir) -> Optional[RunScoreDefaults]:
+    """Read `<results_dir>/run.json` (None when there is none): the DAVIS root, set, finished sequences and the
+    size their masks were written at. Annotations are resized to that size (gt_size) when the run resized
+    them: seed protocol, or an explicit out_size (see lpcache.run_propagation.output_size)."""
+    folder = os.path.normpath(os.fspath(results_dir))
+    if not os.path.isfile(os.path.join(folder, RUN_JSON)):
+        return None
+    run = RunFolder(os.path.dirname(folder) or ".", os.path.basename(folder))
+    record = run.read_run_json() or {}
+    identity = record.get("identity") or {}
+    entries = record.get("sequences") or {}
+    done = [name for name in entries if run.is_done(name)]
+    sizes = {}
+    for name in done:
+        hw = (entries.get(name) or {}).get("out_hw") or (run.done_info(name).get("identity") or {}).get("out_hw")
+        if hw:
+            sizes[name] = tuple(int(v) for v in hw)
+    resized = bool(identity.get("out_size")) or (identity.get("cache_attrs") or {}).get("protocol") == "seed"
+    distinct = set(sizes.values())
+    gt_size = distinct.pop() if resized and len(distinct) == 1 else None
+    return RunScoreDefaults(run.run_json, record.get("davis_root"), record.get("set"), done, sizes, gt_size)
+
+
+def score_options(results_dir, davis_root=None, set_name=None, sequences=None, gt_size=None) -> Dict:
+    """The options to score `results_dir` with: the given ones, completed from its run.json when it has one.
+
+    Explicit values win, but a --gt-size other than the size the masks were written at, or a sequence the
+    run has not finished, is an InputError naming the fix. Returns {davis_root, set_name, sequences, gt_size}.
+    """
+    found = run_score_defaults(results_dir)
+    if found is None:
+        if davis_root is None:
+            raise InputError(f"{results_dir}: no run.json (not a run folder made by lpcache): give --davis")
+        return {"davis_root": davis_root, "set_name": set_name or "val", "sequences": sequences, "gt_size": gt_size}
+    if not found.sequences:
+        raise InputError(f"{found.run_json}: the run has no finished sequence to score (re-run the propagate that "
+                         "made it)")
+    if sequences:
+        missing = [s for s in sequences if s not in found.sequences]
+        if missing:
+            raise InputError(f"{found.run_json}: sequences not finished in this run: {', '.join(missing)} (drop "
+                             f"them from --sequences; it holds {', '.join(found.sequences)})")
+    if gt_size is not None:
+        wrong = {n: hw for n, hw in found.out_sizes.items() if tuple(hw) != tuple(gt_size)}
+        if wrong and (not sequences or any(n in wrong for n in sequences)):
+            name, hw = next(iter(wrong.items()))
+            fix = f"use --gt-size {hw[0]}x{hw[1]}" if found.gt_size else "drop --gt-size"
+            raise InputError(f"{found.run_json}: --gt-size {gt_size[0]}x{gt_size[1]} differs from the size the "
+                             f"masks were written at ({name}: {hw[0]}x{hw[1]}); {fix}")
+    davis_root = davis_root or found.davis_root
+    if davis_root is None:
+        raise InputError(f"{found.run_json}: records no DAVIS root: give --davis")
+    return {"davis_root": davis_root, "set_name": set_name or found.set_name or "val",
+            "sequences": sequences or found.sequences, "gt_size": gt_size if gt_size is not None else found.gt_size}

@@ -22,14 +22,15 @@ sequence has finished, and a failure removes the failing sequence's partial fold
 this call created it and nothing finished).
 """
 import concurrent.futures
+import dataclasses
 import logging
 import os
 import shutil
+import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from .cache import FeatureCache
 from .config import PropagationParams
@@ -37,11 +38,14 @@ from .davis import load_davis, read_mask
 from .errors import InputError
 from .propagation.engine import PRECISIONS, iter_propagate, resolve_device
 from .propagation.labels import final_ids, label_ids
+from .progress import progress_bar
 from .provenance import provenance
-from .results import SEQUENCE_KEYS, RunFolder, run_id
+from .results import DONE, SEQUENCE_KEYS, RunFolder, run_id
 
 log = logging.getLogger(__name__)
 
+#: Scores of a run scored by `propagate --score` / `run` (lpcache.scoring.write_json format).
+SCORES_JSON = "scores.json"
 #: Cache attributes a whole run shares (recorded in run.json); sizes are per sequence (SEQUENCE_KEYS).
 RUN_ATTRS = ("backbone", "checkpoint_sha256", "protocol", "dtype")
 
@@ -121,6 +125,27 @@ def sequence_identity(attrs: Dict, out_hw) -> Dict:
     return {**{key: _plain(attrs.get(key)) for key in SEQUENCE_KEYS}, "out_hw": list(out_hw)}
 
 
+@dataclasses.dataclass
+class PropagateOutcome:
+    """What `propagate_run` did: the run folder, which sequences it propagated or found done, the scores
+    (with `score`) and the files the scoring wrote."""
+
+    run_dir: str
+    params: PropagationParams
+    sequences: List[str]
+    propagated: List[str]
+    skipped: List[str]
+    device: str
+    seconds: float
+    scores: Optional[object] = None          # lpcache.scoring.ScoreResult
+    written: List[str] = dataclasses.field(default_factory=list)
+
+    def summary(self) -> str:
+        """'2 sequences propagated, 1 already done, 12.3 s on cpu'."""
+        return (f"{len(self.propagated)} sequence{'s' if len(self.propagated) != 1 else ''} propagated, "
+                f"{len(self.skipped)} already done, {self.seconds:.1f} s on {self.device}")
+
+
 def propagate(cache_dir, davis_root, out_dir, params: PropagationParams = PropagationParams(), set_name="val",
               sequences: Optional[Sequence[str]] = None, device=None, precision="float32", score=False,
               out_size=None, jobs=1, progress=True, tile_hw=None) -> str:
@@ -128,8 +153,23 @@ def propagate(cache_dir, davis_root, out_dir, params: PropagationParams = Propag
 
     Masks go to `<out_dir>/<run_id>/<seq>/<frame>.png` (`results.run_id`: backbone id, setting id and, unless
     float32, the precision); finished sequences are skipped on a re-run. With `score`, the run is scored with
-    lpcache.scoring and the official CSVs are written into it.
+    lpcache.scoring: the official CSVs and scores.json are written into it. `propagate_run` does the same and
+    returns a PropagateOutcome (scores included).
     """
+    return propagate_run(cache_dir, davis_root, out_dir, params, set_name, sequences, device, precision, score,
+                         out_size, jobs, progress, tile_hw).run_dir
+
+
+def propagate_run(cache_dir, davis_root, out_dir, params: PropagationParams = PropagationParams(), set_name="val",
+                  sequences: Optional[Sequence[str]] = None, device=None, precision="float32", score=False,
+                  out_size=None, jobs=1, progress=True, tile_hw=None) -> PropagateOutcome:
+    """`propagate`, returning a PropagateOutcome (run folder, propagated / skipped sequences, scores, files).
+
+    Progress: one bar (plain lines when stderr is not a terminal) over the frames of every selected sequence,
+    finished ones counted as already done, so its ETA is that of the remaining work; a line says what a
+    resumed run reuses.
+    """
+    started = time.perf_counter()
     if precision not in PRECISIONS:
         raise InputError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     params.validate()
@@ -143,30 +183,64 @@ def propagate(cache_dir, davis_root, out_dir, params: PropagationParams = Propag
     run = RunFolder(out_dir, run_id(params, cache.backbone_id, precision))
     identity = run_identity(params, cache.backbone_id, shared_attrs(job_list[0].attrs), precision, out_size)
     run.check_compatible(identity)
+    already = []
     for job in job_list:
         if run.is_done(job.sequence.name):
             run.check_sequence(job.sequence.name, sequence_identity(job.attrs, job.out_hw))
+            already.append(job.sequence.name)
+    if already:
+        notice(f"resuming {run.root}: {len(already)} of {len(job_list)} sequences already done, skipped", progress)
     base = provenance(kind="lpcache.propagate", identity=identity, cache_dir=os.path.abspath(cache.root),
                       davis_root=os.path.abspath(davis_root), set=set_name, device=str(device), precision=precision)
     created = [d for d in (os.fspath(out_dir), run.root) if not os.path.exists(d)]
-    finished = 0
-    bar = tqdm(job_list, desc=f"propagate {params.id}", unit="seq", disable=not progress)
+    propagated, skipped = [], []
+    total = sum(len(j.frames) for j in job_list)
+    initial = sum(len(j.frames) for j in job_list if j.sequence.name in already)
+    bar = progress_bar(total, f"propagate {params.id}", unit="frame", enabled=progress, initial=initial)
     try:
-        for job in bar:
-            bar.set_postfix_str(job.sequence.name)
-            entry = _run_sequence(job, params, run, device, precision, tile_hw, progress)
-            if entry is not None:
+        with bar:
+            for job in job_list:
+                if job.sequence.name in already:
+                    skipped.append(job.sequence.name)
+                    continue
+                entry = _run_sequence(job, params, run, device, precision, tile_hw, bar)
+                if entry is None:          # another process finished it meanwhile
+                    skipped.append(job.sequence.name)
+                    bar.update(len(job.frames))
+                    continue
                 run.update_run_json(identity, lambda record, e=entry, n=job.sequence.name: _add_sequence(record,
                                                                                                        base, n, e))
-                finished += 1
+                propagated.append(job.sequence.name)
     except BaseException:
-        if not finished:
+        if not propagated:
             _remove_created(created)
         raise
+    outcome = PropagateOutcome(run.root, params, [j.sequence.name for j in job_list], propagated, skipped,
+                               str(device), 0.0)
     if score:
-        _score_run(run, identity, davis_root, set_name, [j.sequence.name for j in job_list], gt_size, jobs,
-                   progress)
-    return run.root
+        outcome.scores, outcome.written = _score_run(run, identity, davis_root, set_name, outcome.sequences,
+                                                     gt_size, jobs, progress)
+    outcome.seconds = time.perf_counter() - started
+    return outcome
+
+
+def notice(text, progress=True):
+    """A one-line message about the work (what a resume reuses, a sweep's size): on stderr when progress is
+    shown, else logged at info level (-v)."""
+    if progress:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+    else:
+        log.info("%s", text)
+
+
+def describe_kept(cache_dir, out_dir, params: PropagationParams, precision="float32") -> str:
+    """What an interrupted propagate leaves: '3 finished sequences in <run folder>'."""
+    name = run_id(params, os.path.basename(os.path.normpath(os.fspath(cache_dir))), precision)
+    folder = os.path.join(os.fspath(out_dir), name)
+    done = [n for n in (os.listdir(folder) if os.path.isdir(folder) else [])
+            if os.path.isfile(os.path.join(folder, n, DONE))]
+    return f"{len(done)} finished sequence{'s' if len(done) != 1 else ''} in {folder}"
 
 
 def _add_sequence(record: Dict, base: Dict, name, entry: Dict):
@@ -186,7 +260,7 @@ def _remove_created(folders):
                 shutil.rmtree(folder, ignore_errors=True)
 
 
-def _run_sequence(job: _Job, params, run: RunFolder, device, precision, tile_hw, progress) -> Optional[Dict]:
+def _run_sequence(job: _Job, params, run: RunFolder, device, precision, tile_hw, bar) -> Optional[Dict]:
     """Under the sequence's lock: skip it if done (same identity), else propagate it.
 
     Returns the run.json entry of a sequence propagated now, None for a skipped one.
@@ -199,7 +273,7 @@ def _run_sequence(job: _Job, params, run: RunFolder, device, precision, tile_hw,
             log.info("%s: already done, skipped", name)
             return None
         try:
-            seconds = _propagate_sequence(job, params, run, device, precision, tile_hw, progress, identity)
+            seconds = _propagate_sequence(job, params, run, device, precision, tile_hw, bar, identity)
         except BaseException:
             run.discard_sequence(name)
             raise
@@ -207,9 +281,10 @@ def _run_sequence(job: _Job, params, run: RunFolder, device, precision, tile_hw,
             "seconds_per_frame": round(seconds / max(1, len(job.frames) - 1), 4)}
 
 
-def _propagate_sequence(job: _Job, params, run: RunFolder, device, precision, tile_hw, progress,
+def _propagate_sequence(job: _Job, params, run: RunFolder, device, precision, tile_hw, bar,
                         identity: Dict) -> float:
-    """Propagate one sequence and write its masks (in a writer thread) and done marker; call under its lock."""
+    """Propagate one sequence and write its masks (in a writer thread) and done marker; call under its lock.
+    `bar` (lpcache.progress) advances by one per frame, showing the sequence and the frame."""
     from .cache import CachedSequence
 
     started = time.perf_counter()
@@ -218,8 +293,10 @@ def _propagate_sequence(job: _Job, params, run: RunFolder, device, precision, ti
     with CachedSequence(job.cache_path) as cached, concurrent.futures.ThreadPoolExecutor(1) as writer:
         pending = []
         for t, masks in iter_propagate(cached, job.first_mask, [params], job.out_hw, device=device,
-                                       precision=precision, progress=progress, tile_hw=tile_hw):
+                                       precision=precision, progress=False, tile_hw=tile_hw):
             pending.append(writer.submit(run.write_frame, name, job.frames[t], final_ids(masks[params])))
+            bar.set_postfix_str(f"{name} {t + 1}/{len(job.frames)}", refresh=False)
+            bar.update(1)
             if len(pending) > 8:
                 pending.pop(0).result()
         for future in pending:
@@ -245,15 +322,16 @@ def _score_size(job_list, out_size):
 
 
 def _score_run(run, identity, davis_root, set_name, names, gt_size, jobs, progress):
-    """Score the run folder (seed protocol or --out-size: against annotations resized to the output size)."""
+    """Score the run folder (seed protocol or --out-size: against annotations resized to the output size) into
+    its CSVs and scores.json (earlier ones removed first); returns (ScoreResult, written paths)."""
     try:
         from . import scoring
     except ImportError:
         raise InputError("--score: lpcache.scoring is not available in this installation") from None
-    result = scoring.score(davis_root, run.root, set_name=set_name, sequences=names, gt_size=gt_size, jobs=jobs,
-                           progress=progress)
-    scoring.write_csvs(result, run.root, set_name)
+    result, written = scoring.score_to_files(davis_root, run.root, None, set_name,
+                                             json_path=os.path.join(run.root, SCORES_JSON), sequences=names,
+                                             gt_size=gt_size, jobs=jobs, progress=progress)
     scores = {"global": result.global_scores, "gt_size": list(gt_size) if gt_size else None}
     run.update_run_json(identity, lambda record: record.update(scores=scores))
     log.info("J&F-Mean %.4f", result.global_scores.get("J&F-Mean", float("nan")))
-    return result
+    return result, written

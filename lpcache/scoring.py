@@ -21,11 +21,11 @@ import zlib
 from typing import Dict, List, Optional, Sequence as SequenceType
 
 import numpy as np
-from tqdm import tqdm
 
 from . import davis, metrics
 from .atomic import write_json_atomic, write_text_atomic
 from .errors import InputError
+from .progress import progress_bar
 from .provenance import provenance
 
 try:
@@ -307,19 +307,19 @@ def score(davis_root, results_dir, set_name="val", sequences=None, gt_size=None,
 
 def _run_parallel(tasks, jobs, bar):
     """joblib over processes (fork-based "multiprocessing" backend: starts in milliseconds, where loky's
-    fresh interpreters cost about a second per run here), advancing the tqdm bar as tasks complete."""
+    fresh interpreters cost about a second per run here), advancing the progress bar as tasks complete."""
     from joblib import Parallel
 
     class ProgressParallel(Parallel):
         def print_progress(self):
-            bar.n = self.n_completed_tasks
-            bar.refresh()
+            if self.n_completed_tasks > bar.n:
+                bar.update(self.n_completed_tasks - bar.n)
 
     return ProgressParallel(n_jobs=jobs, backend="multiprocessing", batch_size=1)(tasks)
 
 
 def _map_sequences(sequence_list, results_dir, gt_size, jobs, progress):
-    bar = tqdm(total=len(sequence_list), desc="score", unit="seq", disable=not progress)
+    bar = progress_bar(len(sequence_list), "score", unit="seq", enabled=progress)
     try:
         if jobs == 1 or len(sequence_list) == 1:
             out = []

@@ -35,7 +35,6 @@ import time
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from . import metrics
 from .atomic import ensure_inside, write_json_atomic
@@ -43,6 +42,7 @@ from .cache import IDENTITY_ATTRS, CachedSequence, FeatureCache
 from .config import PropagationParams, SweepGrid
 from .davis import load_davis, parse_hw, validate_name
 from .errors import InputError
+from .progress import format_duration, progress_bar
 from .provenance import provenance
 
 log = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ def plan_sweep(caches: Sequence, davis_root, out_dir, grid: SweepGrid, set_name=
                device=None, precision="float32", out_size=None, save_all=False, threads=None) -> SweepPlan:
     """Check every input (grid, caches, protocols, sequences) and build the tasks; nothing is written."""
     from .run_propagation import prepare_jobs, sequence_identity
-    from .propagation.engine import PRECISIONS
+    from .propagation.engine import PRECISIONS, resolve_device
 
     if precision not in PRECISIONS:
         raise InputError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
@@ -202,7 +202,7 @@ def plan_sweep(caches: Sequence, davis_root, out_dir, grid: SweepGrid, set_name=
     jobs_per_cache = [prepare_jobs(cache, sequence_list, settings, out_size) for cache in cache_list]
     protocol = _common_protocol(cache_list, jobs_per_cache)
     runs_root = runs_dir(out_dir)
-    device_name = None if device is None else str(device)
+    device_name = str(resolve_device(device))      # recorded as used, never "auto"
     tasks = []
     for cache, jobs in zip(cache_list, jobs_per_cache):
         record = _run_record(cache, jobs, plan_out_size=out_size, davis_root=davis_root, set_name=set_name,
@@ -229,7 +229,7 @@ def _run_record(cache, jobs, plan_out_size, davis_root, set_name, device, precis
 
     return {"cache_attrs": shared_attrs(jobs[0].attrs), "out_size": list(plan_out_size) if plan_out_size else None,
             "cache_dir": os.path.abspath(cache.root), "davis_root": os.path.abspath(davis_root), "set": set_name,
-            "device": str(device or "auto"), "precision": precision}
+            "device": str(device), "precision": precision}
 
 
 def _saved_identity(record, backbone_id, params) -> Dict:
@@ -331,10 +331,11 @@ def shard_arrays(entry: Dict):
 
 
 # ----------------------------------------------------------------------------------------------- one video
-def run_task(task: VideoTask) -> Dict:
+def run_task(task: VideoTask, on_frame=None) -> Dict:
     """Propagate one video for all the task's settings; score and save as asked; update its shard.
 
-    Runs in a worker (joblib / dask) as well as in-process; returns a small summary dict.
+    Runs in a worker (joblib / dask) as well as in-process; returns a small summary dict. `on_frame(t)` (in
+    process only) is called after each frame t.
     """
     import torch
 
@@ -342,12 +343,12 @@ def run_task(task: VideoTask) -> Dict:
     if task.threads:
         torch.set_num_threads(task.threads)
     try:
-        return _run_task(task)
+        return _run_task(task, on_frame)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _run_task(task: VideoTask) -> Dict:
+def _run_task(task: VideoTask, on_frame=None) -> Dict:
     from .scoring import load_gt_sequence
 
     started = time.perf_counter()
@@ -363,7 +364,7 @@ def _run_task(task: VideoTask) -> Dict:
     with contextlib.ExitStack() as locks:
         runs = _claim_runs(task, locks)
         try:
-            score_seconds = _propagate_task(task, runs, scores, evaluated, gt)
+            score_seconds = _propagate_task(task, runs, scores, evaluated, gt, on_frame)
         except BaseException:
             for run in runs.values():
                 run.discard_sequence(name)
@@ -401,7 +402,7 @@ def _claim_runs(task: VideoTask, locks: contextlib.ExitStack) -> Dict:
     return runs
 
 
-def _propagate_task(task: VideoTask, runs: Dict, scores: Dict, evaluated: Dict, gt) -> float:
+def _propagate_task(task: VideoTask, runs: Dict, scores: Dict, evaluated: Dict, gt, on_frame=None) -> float:
     """One propagation pass: write the saved runs' masks and score the evaluated frames; scoring seconds."""
     from .propagation.engine import iter_propagate
     from .propagation.labels import final_ids
@@ -420,6 +421,8 @@ def _propagate_task(task: VideoTask, runs: Dict, scores: Dict, evaluated: Dict, 
                 tick = time.perf_counter()
                 _score_frame(masks, scores, evaluated[t], gt, task)
                 score_seconds += time.perf_counter() - tick
+            if on_frame is not None:
+                on_frame(t)
     return score_seconds
 
 
@@ -472,7 +475,7 @@ def _update_shard(task: VideoTask, gt, scores, seconds):
         shard = {"format": SHARD_FORMAT, "version": SHARD_VERSION, "backbone_id": task.backbone_id,
                  "sequence": task.sequence.name, "identity": task.identity, "n_objects": gt.n_objects,
                  "frame_ids": gt.frame_ids, "settings": entries,
-                 "provenance": provenance(kind="lpcache.sweep-shard", device=str(task.device or "auto"),
+                 "provenance": provenance(kind="lpcache.sweep-shard", device=str(task.device),
                                           seconds=round(seconds, 3))}
         write_json_atomic(task.shard_path, shard)
 
@@ -480,22 +483,23 @@ def _update_shard(task: VideoTask, gt, scores, seconds):
 # ----------------------------------------------------------------------------------------------- scheduling
 def run_tasks(tasks: Sequence[VideoTask], jobs=1, backend="local", scheduler=None, progress=True,
               desc="sweep") -> List[Dict]:
-    """Run the tasks in-process, with joblib (jobs > 1), or on a dask.distributed cluster."""
+    """Run the tasks in-process, with joblib (jobs > 1), or on a dask.distributed cluster.
+
+    Progress is counted in video frames: tasks with nothing left to do count as done (so the ETA is that of
+    the remaining work); in-process the bar moves frame by frame, showing the video and its settings count.
+    """
+    done_frames = sum(len(t.frames) for t in tasks if not t.settings)
+    total_frames = sum(len(t.frames) for t in tasks)
     tasks = sorted((t for t in tasks if t.settings), key=lambda t: -len(t.frames) * len(t.settings))
     if not tasks:
         return []
     if backend not in BACKENDS:
         raise InputError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}")
-    bar = tqdm(total=len(tasks), desc=desc, unit="video", disable=not progress)
-    try:
+    with progress_bar(total_frames, desc, unit="frame", enabled=progress, initial=done_frames) as bar:
         if backend == "dask":
             return _run_dask(tasks, scheduler, bar)
         if jobs == 1 or len(tasks) == 1:
-            out = []
-            for task in tasks:
-                out.append(run_task(task))
-                bar.update()
-            return out
+            return [run_task(task, _frame_ticker(task, bar)) for task in tasks]
         from joblib import Parallel, delayed
 
         threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -504,10 +508,30 @@ def run_tasks(tasks: Sequence[VideoTask], jobs=1, backend="local", scheduler=Non
         out = []
         for summary in Parallel(n_jobs=jobs, return_as="generator_unordered")(delayed(run_task)(t) for t in tasks):
             out.append(summary)
-            bar.update()
+            _video_done(bar, summary, tasks)
         return out
-    finally:
-        bar.close()
+
+
+def _frame_ticker(task: VideoTask, bar):
+    """on_frame callback advancing `bar` by one frame of `task`: '<backbone>/<seq> 12/82, 24 settings'."""
+    count, settings = len(task.frames), len(task.settings)
+    label = f"{task.backbone_id}/{task.sequence.name}"
+
+    def tick(t):
+        bar.set_postfix_str(f"{label} {t + 1}/{count}, {settings} setting{'s' if settings != 1 else ''}",
+                            refresh=False)
+        bar.update(1)
+
+    return tick
+
+
+def _video_done(bar, summary: Dict, tasks):
+    """Advance `bar` by the frames of the video a worker finished."""
+    for task in tasks:
+        if task.backbone_id == summary["backbone_id"] and task.sequence.name == summary["sequence"]:
+            bar.set_postfix_str(f"{task.backbone_id}/{task.sequence.name} done", refresh=False)
+            bar.update(len(task.frames))
+            return
 
 
 def _run_dask(tasks, scheduler, bar):
@@ -527,7 +551,7 @@ def _run_dask(tasks, scheduler, bar):
         out = []
         for future in as_completed(futures):
             out.append(future.result())
-            bar.update()
+            _video_done(bar, out[-1], tasks)
         return out
     finally:
         client.close()
@@ -544,6 +568,9 @@ class SweepResult:
     grid: SweepGrid
     backbones: List[str]
     protocol: Dict
+    outputs: Dict[str, str] = dataclasses.field(default_factory=dict)   # {name: path} of write_report
+    saved_runs: List[str] = dataclasses.field(default_factory=list)     # result folders written (--save-best)
+    device: Optional[str] = None
 
     def best(self, backbone: str, n=1) -> List[Dict]:
         """The n best rows of one backbone by J&F-Mean (ties: grid order)."""
@@ -595,8 +622,8 @@ def sweep(caches: Sequence, davis_root, out_dir, grid: SweepGrid, set_name="val"
     plan = plan_sweep(caches, davis_root, out_dir, grid, set_name, sequences, device, precision, out_size,
                       save_all, threads)
     skipped = sum(len(plan.settings) - len(t.score) for t in plan.tasks)
-    log.info("%d settings x %d videos x %d caches; %d (setting, video) pairs already done", len(plan.settings),
-             len(plan.sequences), len(plan.caches), skipped)
+    device_name = plan.tasks[0].device if plan.tasks else str(device)
+    notice(describe_size(plan, progress), progress)
     created = not os.path.exists(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     try:
@@ -607,15 +634,80 @@ def sweep(caches: Sequence, davis_root, out_dir, grid: SweepGrid, set_name="val"
         raise
     result = collect(plan)
     saved = _save_best(plan, result, save_best, jobs, backend, scheduler, progress)
+    if save_all:
+        saved = sorted(set(saved) | {_run_folder(runs_dir(plan.out_dir), c.backbone_id, p, precision).root
+                                     for c in plan.caches for p in plan.settings})
     seconds = time.perf_counter() - started
     record = provenance(kind="lpcache.sweep", caches=[os.path.abspath(c.root) for c in plan.caches],
                         davis_root=os.path.abspath(davis_root), set=set_name, sequences=result.sequences,
                         grid=grid.as_dict(), settings=[p.id for p in plan.settings], protocol=plan.protocol,
-                        device=str(device or "auto"), precision=precision, backend=backend, jobs=jobs,
+                        device=device_name, precision=precision, backend=backend, jobs=jobs,
                         videos_run=len(summaries), pairs_reused=skipped, saved_runs=saved,
                         seconds=round(seconds, 3))
-    report.write_report(result, out_dir, record)
+    result.outputs = report.write_report(result, out_dir, record)
+    result.saved_runs, result.device = saved, device_name
     return result
+
+
+def notice(text, progress=True):
+    """One line about the work on stderr (progress shown), else logged at info level."""
+    from .run_propagation import notice as show
+
+    show(text, progress)
+
+
+def describe_size(plan: SweepPlan, estimate=True) -> str:
+    """'sweep: 12 settings x 3 videos x 246 frames (1 backbone); 1 of 3 videos already done; rough estimate
+    2m10s on cpu' (the estimate: a timed affinity product of one frame, times the frames left)."""
+    frames = sum(len(s.frame_names) for s in plan.sequences)
+    videos = len(plan.tasks)
+    todo = [t for t in plan.tasks if t.settings]
+    text = (f"sweep: {len(plan.settings)} setting{'s' if len(plan.settings) != 1 else ''} x "
+            f"{len(plan.sequences)} video{'s' if len(plan.sequences) != 1 else ''} x {frames} frames "
+            f"({len(plan.caches)} backbone{'s' if len(plan.caches) != 1 else ''})")
+    if len(todo) < videos:
+        text += f"; {videos - len(todo)} of {videos} videos already done, reused"
+    if not todo:
+        return text
+    seconds = estimate_seconds(plan, todo) if estimate else None
+    if seconds is not None:
+        text += f"; rough estimate {format_duration(seconds)} on {todo[0].device}"
+    return text
+
+
+def estimate_seconds(plan: SweepPlan, todo: Sequence[VideoTask]) -> Optional[float]:
+    """Rough seconds for the tasks left: the frames to propagate times the time of one frame's affinity
+    product and top-k (timed once on the device, on random features of the cache's size); None if it fails."""
+    import torch
+
+    task = max(todo, key=lambda t: len(t.frames))
+    try:
+        with CachedSequence(task.cache_path) as cached:
+            (h, w), channels = cached.grid_hw, cached.channels
+        context = min(max(p.video_len for p in task.settings), len(task.frames) - 1) + 1
+        cells = h * w
+        rows = min(cells, 256)
+        device = torch.device(task.device)
+        queries = torch.randn(rows, channels, device=device)
+        keys = torch.randn(cells * context, channels, device=device)
+        kmax = min(max(p.topk for p in task.settings), cells * context)
+        torch.topk(queries[:8] @ keys.T, kmax, dim=1)           # warm-up
+        started = time.perf_counter()
+        torch.topk(queries @ keys.T, kmax, dim=1)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        per_frame = (time.perf_counter() - started) * cells / rows
+    except (RuntimeError, InputError, OSError) as exc:
+        log.debug("no estimate: %s", exc)
+        return None
+    return per_frame * sum(len(t.frames) for t in todo)
+
+
+def describe_kept(out_dir) -> str:
+    """What an interrupted sweep leaves: '4 shards (finished videos) in <out>/shards'."""
+    folder = os.path.join(os.fspath(out_dir), "shards")
+    count = sum(1 for _, _, names in os.walk(folder) for n in names if n.endswith(".json"))
+    return f"{count} shard{'s' if count != 1 else ''} (finished videos' scores) in {folder}"
 
 
 def _remove_if_only_locks(folder):

@@ -89,8 +89,8 @@ def test_several_values_sweep_matches_single_run(single_run, small_data):
     rows = {}
     for line in result.output.splitlines():
         parts = line.split()
-        if parts and parts[0].startswith("t0."):
-            rows[parts[0]] = float(parts[1])
+        if len(parts) > 2 and parts[0].isdigit() and parts[1].startswith("t0."):     # rank, setting, J&F
+            rows[parts[1]] = float(parts[2])
     # The sweep scores in memory exactly as `lpcache score` does: same J&F for the shared setting.
     assert rows["t0.7_k8_r18_L20"] == round(first["global_scores"]["J&F-Mean"], 3)
     assert record["global_scores"]["J&F-Mean"] == max(rows.values()) or \

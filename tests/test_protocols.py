@@ -54,3 +54,17 @@ def test_seed_reference_follows_the_tie_rule_on_exact_ties():
     labels = seed.label_init(first, seed.label_ids(first), (1, 4)).reshape(4, -1)
     expected_id = seed.label_ids(first)[int(np.argmax(labels[0]))]
     assert np.all(masks[1] == expected_id)
+
+
+def test_protocols_command_lists_switches_defaults_and_sources():
+    from click.testing import CliRunner
+
+    from lpcache.cli import cli
+
+    result = CliRunner().invoke(cli, ["protocols"])
+    assert result.exit_code == 0, result.output
+    for name in protocols.names():
+        assert f"\n{name}: " in "\n" + result.output
+    assert "window square" in result.output and "weighting dino_exp_threshold" in result.output
+    assert "temperature 0.1, topk 5, radius 12, video_len 7" in result.output
+    assert "reproduces: DINO ViT-S/16" in result.output

@@ -1,10 +1,17 @@
 """`lpcache fetch-davis`: download (resumable) or take a local DAVIS 2017 archive, verify it, unpack it."""
 import click
 
+from .. import options
 from ..fetch_davis import DAVIS_URL
 
+EXAMPLE = """\b
+Examples:
+  lpcache fetch-davis DAVIS
+  lpcache fetch-davis DAVIS --archive ~/Downloads/DAVIS-2017-trainval-480p.zip
+"""
 
-@click.command("fetch-davis")
+
+@click.command("fetch-davis", epilog=EXAMPLE)
 @click.argument("root", type=click.Path(file_okay=False))
 @click.option("--archive", default=None, type=click.Path(dir_okay=False),
               help="Use this local DAVIS-2017-trainval-480p.zip instead of downloading.")
@@ -14,7 +21,8 @@ from ..fetch_davis import DAVIS_URL
 @click.option("--force", is_flag=True,
               help="Unpack again even if ROOT already is a DAVIS root, replacing files and folders of the same "
                    "name in ROOT (without it, such a conflict is refused).")
-@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@options.progress_option
+@options.verbose_option
 def command(root, archive, url, sha256, keep_archive, force, progress):
     """Make ROOT a DAVIS 2017 root (JPEGImages/480p, Annotations/480p, ImageSets/2017).
 

@@ -37,7 +37,4 @@ def _load_builtin():
 
 
 #: Built-in protocol modules, in the order `lpcache protocols` lists them.
-BUILTIN: List[str] = ["seed"]  # registers seed and native
-BUILTIN.append("dino")
-BUILTIN.append("vfs")
-BUILTIN.append("dinov3")
+BUILTIN: List[str] = ["seed", "dino", "vfs", "dinov3"]  # seed.py registers both seed and native
