@@ -20,8 +20,6 @@ from typing import Dict, Iterator, List, Optional
 
 import h5py
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from .atomic import ensure_inside, partial_path, remove_stale_partials, reserve_file_space, write_json_atomic
 from .errors import InputError
@@ -47,6 +45,9 @@ NORM_TOLERANCE = {"float16": 1e-2, "float32": 1e-4}
 def l2_normalize(feats: np.ndarray) -> np.ndarray:
     """L2-normalise (n, h, w, C) features over C, the seed's way: `F.normalize(dim=1)` (eps 1e-12) in float32
     on the contiguous NCHW tensor, returned as NHWC float32."""
+    import torch  # here, not at module level: `lpcache --help` and `lpcache score` never need torch
+    import torch.nn.functional as F
+
     nchw = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32)).permute(0, 3, 1, 2).contiguous()
     return F.normalize(nchw, dim=1).permute(0, 2, 3, 1).numpy()
 

@@ -98,3 +98,13 @@ def test_minimum_versions_cover_what_the_code_uses():
         python = ast.literal_eval(_setup_keywords()["python_requires"])
         assert python.replace(" ", "") in (">=3.11", ">=3.12") or ("tomli" in specs and "import tomli" in source), \
             "tomllib needs Python 3.11: require it or fall back to tomli"
+
+
+def test_cli_start_up_imports_no_torch_nor_h5py():
+    """`lpcache score` and `--help` must start fast (the scorer's speed is measured as a whole process)."""
+    import subprocess
+
+    code = ("import sys, lpcache.cli; heavy = [m for m in ('torch', 'h5py', 'timm', 'matplotlib') if m in sys.modules]; "
+            "print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "", f"import lpcache.cli pulled in {out}"

@@ -2,7 +2,6 @@
 import click
 
 from .. import options
-from ..cache import describe_cache, verify_cache
 from ..errors import InputError
 
 INFO_EXAMPLE = """\b
@@ -27,6 +26,8 @@ def command():
 @options.verbose_option
 def info(cache_dir):
     """Backbones, sequences, frames, grid, dtype and size of CACHE_DIR (with -v: its sequences too)."""
+    from ..cache import describe_cache
+
     for record in describe_cache(cache_dir):
         grids = ", ".join(f"{h}x{w}" for h, w in record["grids"]) or "-"
         click.echo(f"{record['backbone_id']}: {record['sequences']} sequences, {record['frames']} frames, "
@@ -53,6 +54,8 @@ def _sequences(folder):
 @options.verbose_option
 def verify(cache_dir):
     """Read every file of CACHE_DIR; exit 1 naming the files that are bad."""
+    from ..cache import verify_cache
+
     results = verify_cache(cache_dir)
     bad = [(path, problem) for path, problem in results if problem]
     for path, problem in bad:
