@@ -284,7 +284,11 @@ class BatchForward:
     @torch.no_grad()
     def __call__(self, frames: torch.Tensor) -> np.ndarray:
         started = time.perf_counter()
-        x = normalize(frames.to(self.device, non_blocking=True), self.spec.mean, self.spec.std).contiguous()
+        frames = frames.to(self.device, non_blocking=True)
+        if frames.dtype == torch.uint8:   # lpcache's seed/native frames: x / 255, backbone mean/std
+            x = normalize(frames, self.spec.mean, self.spec.std).contiguous()
+        else:                             # a protocol plug-in's input, normalised as its reference does
+            x = frames.to(torch.float32).contiguous()
         limit = self.limit or x.shape[0]
         outputs, start = [], 0
         while start < x.shape[0]:

@@ -83,6 +83,10 @@ def prepare_jobs(cache: FeatureCache, sequences, settings: Sequence[PropagationP
             path, grid_hw = cached.path, cached.grid_hw
             cache_frames = list(cached.frames)
         attrs = attrs_by_sequence[sequence.name]
+        if attrs.get("protocol") not in (None, "seed", "native"):
+            raise InputError(f"{cache.path(sequence.name)}: made under protocol {attrs['protocol']!r}; the engine "
+                             "behind propagate/sweep/run implements the seed rule (seed, native) only so far: use "
+                             f"lpcache.protocols.get({attrs['protocol']!r}).reference(...) for its exact propagation")
         frames = sequence.frame_names
         if len(cache_frames) != len(frames):
             raise InputError(f"{path}: {len(cache_frames)} frames in the cache, {len(frames)} JPEGs in "

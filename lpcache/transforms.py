@@ -17,11 +17,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .config import FRAME_PROTOCOLS
 from .davis import open_image
 from .errors import InputError
 
 SEED_HW = (480, 880)
-PROTOCOLS = ("seed", "native")
+PROTOCOLS = FRAME_PROTOCOLS  # (lpcache.config: importable without torch, for the CLI's option choices)
 
 
 def input_hw(protocol: str, orig_hw, multiple: int) -> Tuple[int, int]:
@@ -30,6 +31,10 @@ def input_hw(protocol: str, orig_hw, multiple: int) -> Tuple[int, int]:
         return SEED_HW
     if protocol == "native":
         return tuple(max(multiple, math.floor(v / multiple + 0.5) * multiple) for v in orig_hw)
+    if protocol in PROTOCOLS:
+        from . import protocols
+
+        return tuple(protocols.get(protocol).input_hw(tuple(orig_hw), multiple))
     raise InputError(f"protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
 
 
@@ -55,6 +60,10 @@ def seed_reencode(image: Image.Image) -> Image.Image:
 
 def prepare_frame(path, protocol: str, multiple: int) -> np.ndarray:
     """Read one frame and apply the protocol: uint8 array (H, W, 3), RGB."""
+    if protocol not in ("seed", "native"):
+        from . import protocols
+
+        return protocols.get(protocol).prepare_frame(path, multiple)  # float32 (3, H, W), already normalised
     image = read_rgb(path)
     if protocol == "seed":
         image = seed_reencode(image)

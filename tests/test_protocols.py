@@ -68,3 +68,66 @@ def test_protocols_command_lists_switches_defaults_and_sources():
     assert "window square" in result.output and "weighting dino_exp_threshold" in result.output
     assert "temperature 0.1, topk 5, radius 12, video_len 7" in result.output
     assert "reproduces: DINO ViT-S/16" in result.output
+
+
+def _tiny_davis(root, n_frames=2, hw=(64, 96)):
+    import os
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for kind in ("JPEGImages", "Annotations"):
+        os.makedirs(os.path.join(root, kind, "480p", "clip"), exist_ok=True)
+    for t in range(n_frames):
+        Image.fromarray(rng.integers(0, 255, (*hw, 3), dtype=np.uint8)).save(
+            os.path.join(root, "JPEGImages", "480p", "clip", f"{t:05d}.jpg"))
+    mask = np.zeros(hw, np.uint8)
+    mask[16:40, 20:60] = 1
+    image = Image.fromarray(mask, mode="P")
+    image.putpalette([0, 0, 0, 128, 0, 0] + [0] * 762)
+    image.save(os.path.join(root, "Annotations", "480p", "clip", "00000.png"))
+    os.makedirs(os.path.join(root, "ImageSets", "2017"), exist_ok=True)
+    with open(os.path.join(root, "ImageSets", "2017", "val.txt"), "w") as handle:
+        handle.write("clip\n")
+    return str(root)
+
+
+def test_extract_under_the_dino_protocol_feeds_dinos_own_input(tmp_path):
+    """`lpcache extract --protocol dino`: the network gets dino.prepare_frame's input (DINO's resize rule and
+    normalisation), the cache records the protocol, and propagate refuses what its engine does not implement."""
+    import os
+
+    import torch
+    import torch.nn.functional as F
+
+    from lpcache import backbones
+    from lpcache.cache import FeatureCache
+    from lpcache.extraction import extract
+    from lpcache.protocols import dino
+    from lpcache.run_propagation import propagate
+
+    root = _tiny_davis(tmp_path / "davis")
+    torch.manual_seed(0)
+    result = extract(root, str(tmp_path / "cache"), backbone="dino_vits16", random_init=True, protocol="dino",
+                     dtype="float32", batch_size=1, num_workers=0, device="cpu", progress=False)
+    torch.manual_seed(0)
+    model, spec, _ = backbones.create("dino_vits16", random_init=True)
+    model.eval()
+    with FeatureCache(result.backbone_dir).open("clip") as cached:
+        assert cached.attrs["protocol"] == "dino" and tuple(cached.attrs["input_hw"]) == (480, 704)
+        stored = cached.read()
+    for t in range(2):
+        x = torch.from_numpy(dino.prepare_frame(os.path.join(root, "JPEGImages", "480p", "clip", f"{t:05d}.jpg")))
+        with torch.no_grad():
+            expected = F.normalize(model(x[None].contiguous()).float(), dim=1).permute(0, 2, 3, 1)[0].numpy()
+        assert np.array_equal(stored[t], expected)
+    with pytest.raises(InputError, match="protocol 'dino'.*seed rule"):
+        propagate(result.backbone_dir, root, str(tmp_path / "runs"), progress=False)
+    assert not os.path.exists(tmp_path / "runs" / os.path.basename(result.backbone_dir))
+
+
+def test_frame_protocols_cover_the_registry():
+    from lpcache.config import FRAME_PROTOCOLS
+
+    assert set(FRAME_PROTOCOLS) == set(protocols.names())
+    assert all(protocols.get(n).prepare_frame is not None for n in FRAME_PROTOCOLS if n not in ("seed", "native"))

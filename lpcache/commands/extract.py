@@ -2,6 +2,7 @@
 import click
 
 from .. import options
+from ..config import FRAME_PROTOCOLS as PROTOCOLS
 
 EXAMPLE = """\b
 Examples:
@@ -25,7 +26,7 @@ Examples:
 @click.option("--filelist", type=click.Path(), help="Seed file list (<image dir> <annotation dir> per line), "
               "relative to --davis.")
 @options.sequences_option(help="Comma-separated subset of the set or list.  [default: all of the set]")
-@click.option("--protocol", type=click.Choice(["seed", "native"]), default="seed", show_default=True,
+@click.option("--protocol", type=click.Choice(PROTOCOLS), default="seed", show_default=True,
               help="seed: frames at 480x880 (published numbers); native: frames at their own size.")
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True,
               help="Cache dtype.")

@@ -3,6 +3,7 @@ import click
 
 from . import echo_written
 from .. import options
+from ..config import FRAME_PROTOCOLS as PROTOCOLS
 
 EXAMPLE = """\b
 Examples:
@@ -23,7 +24,7 @@ Examples:
 @click.option("--trust-checkpoint", is_flag=True,
               help="Load the checkpoint with full unpickling: only for files you trust.")
 @click.option("--random-init", is_flag=True, help="Random weights when no checkpoint is given (tests, timing).")
-@click.option("--protocol", type=click.Choice(["seed", "native"]), default="seed", show_default=True,
+@click.option("--protocol", type=click.Choice(PROTOCOLS), default="seed", show_default=True,
               help="seed: frames and GT at 480x880 (published numbers); native: frames at their own size.")
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True,
               help="Cache dtype.")

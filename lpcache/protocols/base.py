@@ -64,6 +64,11 @@ class Protocol:
     std: Optional[Tuple[float, float, float]] = None
     published: Tuple[str, ...] = ()
     reference_code: str = ""
+    #: `prepare_frame(path, patch) -> float32 (3, H, W)` network input, normalised the reference's way (None: lpcache's
+    #: seed/native path, uint8 frames normalised with the backbone's mean/std).
+    prepare_frame: Optional[Callable] = None
+    #: `reference(feats, first_mask_ids, params, out_hw) -> [uint8 masks]`: the dense definition.
+    reference: Optional[Callable] = None
 
     def params(self, **overrides) -> Dict[str, float]:
         """The defaults with `overrides` applied; unknown names are an InputError."""

@@ -218,4 +218,6 @@ PROTOCOL = register(Protocol(
     published=("DINO ViT-S/16: DAVIS-2017 val J&F 61.8 (J 60.2, F 63.4) (Caron et al., 'Emerging Properties "
                "in Self-Supervised Vision Transformers', ICCV 2021, Table 5)",),
     reference_code="github.com/facebookresearch/dino eval_video_segmentation.py (commit 7c446df)",
+    prepare_frame=prepare_frame,
+    reference=reference,
 ))

@@ -180,4 +180,6 @@ PROTOCOL = register(Protocol(
                "DAVIS-2017 val (J&F) at three resolutions, evaluated with this non-parametric propagation; "
                "the notebook is its public demonstration (the paper's exact eval script is not released)",),
     reference_code="github.com/facebookresearch/dinov3 notebooks/segmentation_tracking.ipynb (commit 6876159)",
+    prepare_frame=prepare_frame,
+    reference=reference,
 ))

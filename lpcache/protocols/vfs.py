@@ -201,4 +201,6 @@ PROTOCOL = register(Protocol(
                "VFS ResNet-18 (radius 12): DAVIS-2017 val J&F 66.7 (J 64.0, F 69.5) (same README)"),
     reference_code="github.com/xvjiarui/VFS mmaction/models/trackers/vanilla_tracker.py + "
                    "mmaction/models/common/local_attention.py (commit 8e055cc), configs/r50_nc_*.py test_cfg",
+    prepare_frame=prepare_frame,
+    reference=reference,
 ))
