@@ -59,6 +59,18 @@ def waiting_lock(path, what):
         lock.release()
 
 
+
+def _read_json_object(path, what, hint="") -> Dict:
+    """A JSON object from `path`, or one InputError line naming the file (unreadable, or not an object)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            value = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: unreadable {what} ({exc}){hint}") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{path}: not a {what} (expected a JSON object)")
+    return value
+
 class RunFolder:
     """One run's folder of masks."""
 
@@ -89,15 +101,7 @@ class RunFolder:
         return os.path.isfile(os.path.join(self.sequence_dir(seq), DONE))
 
     def done_info(self, seq) -> Dict:
-        path = os.path.join(self.sequence_dir(seq), DONE)
-        try:
-            with open(path, encoding="utf-8") as handle:
-                info = json.load(handle)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{path}: unreadable done marker ({exc})") from None
-        if not isinstance(info, dict):
-            raise InputError(f"{path}: not a done marker (expected a JSON object)")
-        return info
+        return _read_json_object(os.path.join(self.sequence_dir(seq), DONE), "done marker")
 
     def check_sequence(self, seq, identity: Dict):
         """Refuse a finished `seq` whose done marker records another sequence identity (its cache file changed).
@@ -146,14 +150,7 @@ class RunFolder:
     def read_run_json(self) -> Optional[Dict]:
         if not os.path.isfile(self.run_json):
             return None
-        try:
-            with open(self.run_json, encoding="utf-8") as handle:
-                record = json.load(handle)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{self.run_json}: unreadable ({exc}); choose another --out or delete it") from None
-        if not isinstance(record, dict):
-            raise InputError(f"{self.run_json}: not a run record (expected a JSON object)")
-        return record
+        return _read_json_object(self.run_json, "run record", "; choose another --out or delete it")
 
     def check_compatible(self, identity: Dict):
         """Refuse to resume a folder whose run.json records another cache, parameters or precision."""
