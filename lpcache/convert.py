@@ -18,9 +18,8 @@ import shutil
 from typing import Dict, List, Optional
 
 import numpy as np
-from PIL import Image
 
-from . import davis
+from . import davis, images
 from .errors import InputError
 from .progress import progress_bar
 
@@ -58,7 +57,7 @@ def seed_colours_to_ids(stored_rgb: np.ndarray, path="<array>") -> np.ndarray:
 
 def read_seed_mask(path) -> np.ndarray:
     """Palette ids of one seed `<video#>_<t>_mask.png`."""
-    with davis.open_image(path, "file") as image:
+    with images.open_image(path, "file") as image:
         rgb = np.array(image.convert("RGB")) if image.mode in ("RGB", "RGBA") else None
         mode = image.mode
     if rgb is None:

@@ -4,12 +4,8 @@ A DAVIS root holds `JPEGImages/480p/<seq>/*.jpg`, `Annotations/480p/<seq>/*.png`
 `ImageSets/2017/<set>.txt`. Masks are palette ("P") PNGs whose pixel values are object ids
 (0 = background, 255 = void); the palette is the PASCAL VOC colour map.
 """
-import contextlib
 import dataclasses
 import os
-import struct
-import warnings
-import zlib
 from typing import List, Optional, Sequence as SequenceType
 
 import numpy as np
@@ -17,13 +13,10 @@ from PIL import Image
 
 from .atomic import atomic_path
 from .errors import InputError
+from .images import IMAGE_ERRORS, MAX_IMAGE_PIXELS, open_image  # noqa: F401 (re-exported: the one image reader)
+from . import images
 
 RESOLUTION = "480p"
-#: Largest image (width x height) lpcache decodes: 8 GPix would be a decompression bomb, the largest DAVIS
-#: frame is 4K. Below PIL's own refusal (2 x Image.MAX_IMAGE_PIXELS), so this check always speaks first.
-MAX_IMAGE_PIXELS = 1 << 27
-#: What a broken or truncated image raises inside PIL (besides OSError).
-IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error, Image.DecompressionBombError)
 
 
 def _name_problem(name) -> Optional[str]:
@@ -49,31 +42,6 @@ def validate_name(name, where) -> str:
     if problem:
         raise InputError(f"{where}: invalid sequence name {name!r} ({problem})")
     return name
-
-
-@contextlib.contextmanager
-def open_image(path, what="file"):
-    """PIL's `Image.open` with one-line errors: missing (`<what> not found`), unreadable or larger than
-    MAX_IMAGE_PIXELS.
-
-    The size is checked from the header, before any pixel is decoded; errors raised while decoding inside
-    the `with` block (truncated or corrupt data) also become InputError naming the file.
-    """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                if image.width * image.height > MAX_IMAGE_PIXELS:
-                    raise InputError(f"{path}: {image.width}x{image.height} image is larger than the "
-                                     f"{MAX_IMAGE_PIXELS} pixels lpcache decodes (a decompression bomb?)")
-                yield image
-    except FileNotFoundError:
-        raise InputError(f"{path}: {what} not found") from None
-    except Image.DecompressionBombError as exc:  # PIL's own limit, when it is lower than lpcache's
-        raise InputError(f"{path}: image is larger than PIL decodes (a decompression bomb?): "
-                         f"{' '.join(str(exc).split())}") from None
-    except IMAGE_ERRORS as exc:
-        raise InputError(f"{path}: unreadable image ({' '.join(str(exc).split()) or type(exc).__name__})") from None
 
 
 def _voc_colormap(n=256):
@@ -201,9 +169,7 @@ def load_filelist(path, root=None, sequences: Optional[SequenceType[str]] = None
 
 def read_mask(path) -> np.ndarray:
     """Raw pixel values of a PNG, as the official scorer reads them (palette indices for mode P)."""
-    with open_image(path) as image:
-        image.load()
-        return np.array(image)
+    return images.read_ids(path)
 
 
 def write_mask(path, ids: np.ndarray):

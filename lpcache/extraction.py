@@ -29,12 +29,12 @@ from typing import Dict, List, Optional, Sequence as SequenceType
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from . import backbones
 from .cache import FeatureCache, SequenceWriter, SUFFIX, attr_differences, CachedSequence
 from .davis import load_davis, load_filelist
+from .devices import resolve_device
 from .errors import InputError
 from .progress import progress_bar
 from .provenance import provenance, versions
@@ -86,13 +86,10 @@ def make_backbone_id(name: str, protocol: str, checkpoint_sha256: Optional[str],
 
 
 def _frame_hw(path):
-    try:
-        with Image.open(path) as image:
-            return image.height, image.width
-    except FileNotFoundError:
-        raise InputError(f"{path}: frame not found") from None
-    except OSError as exc:
-        raise InputError(f"{path}: unreadable image ({exc})") from None
+    """(H, W) of a frame from its header (lpcache.images: size-checked, one-line errors)."""
+    from .images import image_hw
+
+    return image_hw(path, "frame")
 
 
 def _load_sequences(davis_root, set_name, filelist, sequences):
@@ -363,8 +360,7 @@ def extract(davis_root=None, cache_dir="cache", backbone="efficientnet_lite0", c
         raise InputError(f"batch size {batch_size}: must be at least 1")
     if dtype not in ("float16", "float32"):
         raise InputError(f"dtype {dtype!r}: expected float16 or float32")
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(resolve_device(device))
     started = time.perf_counter()
     seqs = _load_sequences(davis_root, set_name, filelist, sequences)
     model, spec, report = backbones.create(backbone, checkpoint, random_init=random_init and checkpoint is None,

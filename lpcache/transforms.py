@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from .config import FRAME_PROTOCOLS
-from .davis import open_image
+from . import images
 from .errors import InputError
 
 SEED_HW = (480, 880)
@@ -40,9 +40,7 @@ def input_hw(protocol: str, orig_hw, multiple: int) -> Tuple[int, int]:
 
 def read_rgb(path) -> Image.Image:
     """Decode a JPEG to an RGB PIL image; InputError naming the file when it is missing, broken or too large."""
-    with open_image(path, "frame") as image:
-        image.load()
-        return image.convert("RGB")
+    return images.read_pil(path, "frame")
 
 
 def seed_reencode(image: Image.Image) -> Image.Image:

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from . import images
 from .atomic import atomic_path
 from .davis import PALETTE, load_davis, read_mask
 from .errors import InputError
@@ -43,14 +44,10 @@ def overlay(frame: np.ndarray, ids: np.ndarray, alpha=0.5, contour=True) -> np.n
 
 
 def _load_frame(path, hw) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            if image.size != (hw[1], hw[0]):
-                image = image.resize((hw[1], hw[0]), Image.NEAREST)
-            return np.asarray(image)
-    except OSError as exc:
-        raise InputError(f"{path}: unreadable image ({exc})") from None
+    image = images.read_pil(path, "frame")
+    if image.size != (hw[1], hw[0]):
+        image = image.resize((hw[1], hw[0]), Image.NEAREST)
+    return np.asarray(image)
 
 
 def overlay_frames(run_dir, seq, davis_root, set_name="val", progress=True, count=None

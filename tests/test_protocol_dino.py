@@ -21,6 +21,7 @@ from conftest import DAVIS2016, OSVOS, REPO
 from lpcache import backbones, protocols
 from lpcache.errors import InputError
 from lpcache.metrics import global_statistics
+from lpcache.propagation import propagate_video
 from lpcache.protocols import dino
 from lpcache.scoring import score_sequence_masks
 
@@ -221,6 +222,10 @@ def test_masks_equal_the_reference_code(davis_root, osvos_root, dino_model, name
         counts = [np.bincount(m.ravel(), minlength=len(expected["pixel_counts"][0])).tolist() for m in masks]
         assert counts == expected["pixel_counts"][:n_frames], (run_name, exact)
         assert [hashlib.sha256(m.tobytes()).hexdigest() for m in masks] == expected["sha256"][:n_frames]
+        if not exact:  # the engine (windowed, as propagate and sweep run it) on the cached features
+            engine = propagate_video(keys.numpy(), gt[0], dino.PROTOCOL.setting(**run["params"]), gt[0].shape,
+                                     protocol="dino")
+            assert [hashlib.sha256(m.tobytes()).hexdigest() for m in engine] == expected["sha256"][:n_frames]
         result = score_sequence_masks(name, gt[1:-1], masks[1:-1], int(gt[0].max()))
         jf = global_statistics(result.rows)
         expected_jf = expected["jf"] if full else expected[f"jf_first_{PREFIX}"]

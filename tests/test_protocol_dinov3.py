@@ -23,6 +23,7 @@ from conftest import REPO, SHARED_DATA
 from lpcache import backbones, protocols
 from lpcache.errors import InputError
 from lpcache.metrics import global_statistics
+from lpcache.propagation import propagate_video
 from lpcache.protocols import dinov3
 from lpcache.scoring import score_sequence_masks
 
@@ -183,6 +184,9 @@ def test_masks_equal_the_notebook(davis_root, vits16, name):
         counts = [np.bincount(m.ravel(), minlength=len(expected["pixel_counts"][0])).tolist() for m in masks]
         assert counts == expected["pixel_counts"][:n_frames], run["params"]
         assert [sha(m) for m in masks] == expected["sha256"][:n_frames]
+        engine = propagate_video(feats.numpy(), gt[0], dinov3.PROTOCOL.setting(**run["params"]), gt[0].shape,
+                                 protocol="dinov3")   # windowed, as propagate and sweep run it
+        assert [sha(m) for m in engine] == expected["sha256"][:n_frames]
         result = score_sequence_masks(name, gt[1:-1], masks[1:-1], int(gt[0].max()))
         jf = global_statistics(result.rows)
         expected_jf = expected["jf"] if FULL else expected[f"jf_first_{PREFIX}"]

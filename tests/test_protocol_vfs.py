@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from lpcache.backbones import create
+from lpcache.propagation import propagate_video
 from lpcache.protocols import get, vfs
 from lpcache.scoring import score_sequence_masks
 
@@ -151,9 +152,13 @@ def test_reference_matches_vanilla_tracker_on_synthetic_clip(r18):
     first = np.zeros((96, 128), np.uint8)
     first[20:50, 30:70] = 1
     first[60:90, 80:120] = 3
-    masks = vfs.reference(features(r18, frames), first, get("vfs").params(radius=expected["radius"]), (96, 128))
+    feats = features(r18, frames)
+    masks = vfs.reference(feats, first, get("vfs").params(radius=expected["radius"]), (96, 128))
     assert [np.bincount(m.ravel(), minlength=4).tolist() for m in masks] == expected["id_counts"]
     assert [sha(m) for m in masks] == expected["mask_sha256"]
+    engine = propagate_video(feats.numpy(), first, get("vfs").setting(radius=expected["radius"]), (96, 128),
+                             protocol="vfs")      # windowed, the context sliding, as propagate runs it
+    assert [sha(m) for m in engine] == expected["mask_sha256"]
 
 
 @pytest.mark.parametrize("sequence", ["blackswan", "kite-surf"])
@@ -178,6 +183,8 @@ def test_reference_matches_vfs_on_davis(r18, davis_root, sequence):
     assert [np.bincount(m.ravel(), minlength=expected["n_objects"] + 1).tolist() for m in masks] == \
         expected["id_counts"][:n_frames]
     assert [sha(m) for m in masks] == expected["mask_sha256"][:n_frames]
+    engine = propagate_video(feats.numpy(), first, get("vfs").setting(radius=12), first.shape, protocol="vfs")
+    assert [sha(m) for m in engine] == expected["mask_sha256"][:n_frames]   # windowed, as propagate runs it
     if FULL:
         gt = [np.array(Image.open(os.path.join(annotations, f"{t:05d}.png"))) for t in range(n_frames)]
         result = score_sequence_masks(sequence, gt[1:-1], masks[1:-1], expected["n_objects"])

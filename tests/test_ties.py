@@ -13,7 +13,7 @@ import pytest
 
 from dense_reference import reference_propagate
 from lpcache.config import PropagationParams
-from lpcache.propagation import engine, iter_propagate
+from lpcache.propagation import iter_propagate, labels
 
 FRAMES, GRID, SCALE = 8, (12, 20), 4
 SETTINGS = [PropagationParams(*values) for values in itertools.product((0.7, 0.05), (1, 3, 8), (2.0, 4.5), (2, 5))]
@@ -50,13 +50,13 @@ def run(monkeypatch, feats, settings, **options):
     """({params: masks (T, H, W)}, {params: soft maps (T-1, h, w, K+1)}) of one iter_propagate call; the soft
     maps are caught on their way to the up-sampling."""
     caught = []
-    upsample = engine.upsample_argmax
+    upsample = labels.upsample_argmax       # what the seed protocol's decoder calls
 
     def catch(soft, ids, out_hw):
         caught.append(np.array(soft))
         return upsample(soft, ids, out_hw)
 
-    monkeypatch.setattr(engine, "upsample_argmax", catch)
+    monkeypatch.setattr(labels, "upsample_argmax", catch)
     mask = first_mask()
     masks = {p: [] for p in settings}
     softs = {p: [] for p in settings}
@@ -66,7 +66,7 @@ def run(monkeypatch, feats, settings, **options):
             if t:
                 softs[p].append(caught.pop(0))
     assert not caught
-    monkeypatch.setattr(engine, "upsample_argmax", upsample)
+    monkeypatch.setattr(labels, "upsample_argmax", upsample)
     return ({p: np.stack(m) for p, m in masks.items()}, {p: np.stack(s) for p, s in softs.items()})
 
 

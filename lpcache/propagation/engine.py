@@ -28,21 +28,13 @@ from tqdm import tqdm
 
 from ..config import PRECISIONS, PropagationParams  # noqa: F401 (PRECISIONS re-exported)
 from ..davis import resize_mask_nearest
+from ..devices import resolve_device, resolve_precision  # noqa: F401 (resolve_device re-exported)
 from ..errors import InputError
 from . import kernels
-from .labels import downsample_onehot, label_ids, upsample_argmax
+from ..protocols.base import KEEPS_TIES, context_frames
+from .labels import downsample_onehot, label_ids, upsample_argmax  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
-
-_MATMUL_DTYPES = {"float32": torch.float32, "tf32": torch.float32, "float16": torch.float16,
-                  "bfloat16": torch.bfloat16}
-
-
-def resolve_device(device=None) -> torch.device:
-    """`device` as a torch.device; None means CUDA when available, else CPU."""
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(device)
 
 
 class _ReadAhead:
@@ -140,17 +132,20 @@ class _Affinity:
     are split into smaller groups (fewer query rows per product) from then on.
     """
 
-    def __init__(self, grid_hw, channels, radii, kmax, max_len, device, precision, tile_hw=None, block=None):
+    def __init__(self, grid_hw, channels, radii, kmax, max_len, device, precision, tile_hw=None, block=None,
+                 window="circle_lt", first_frame_masked=False):
         self.grid_hw = grid_hw
+        self.first_frame_masked = first_frame_masked   # frame 0 only in the windowed products, no full slot
         self.hw = grid_hw[0] * grid_hw[1]
         self.kmax = kmax
         self.device = device
-        self.dtype = _MATMUL_DTYPES[precision]
+        self.dtype = resolve_precision(precision, device)
         self.block = block or DEFAULT_BLOCK.get(device.type, 1)
         self.group = self.block          # targets per product (lowered on out-of-memory)
         self.ring = max_len + self.block - 1
-        tile_hw = tile_hw or kernels.choose_tile(grid_hw, max(radii), channels, device, self.block, self.ring + 1)
-        self.plan = kernels.plan_tiles(grid_hw, radii, tile_hw, device)
+        tile_hw = tile_hw or kernels.choose_tile(grid_hw, max(radii), channels, device, self.block, self.ring + 1,
+                                                 window)
+        self.plan = kernels.plan_tiles(grid_hw, radii, tile_hw, device, window)
         self.store = [torch.empty((self.ring + 1, grid_hw[0], x1 - x0, channels), dtype=self.dtype, device=device)
                       for x0, x1 in self.plan.blocks]
         self.slot_frames = [None] * (self.ring + 1)
@@ -193,9 +188,14 @@ class _Affinity:
         """`lists` for targets t..t+len(frames)-1 in one product per tile."""
         count = len(frames)
         queries_all = torch.stack([frame.to(self.dtype) for frame in frames])          # (B', h, w, C)
-        first_values, first_index = self._first_lists(queries_all.reshape(count * self.hw, -1))
+        if self.first_frame_masked:
+            first_values = first_index = torch.empty((count * self.hw, 0), device=self.device)
+        else:
+            first_values, first_index = self._first_lists(queries_all.reshape(count * self.hw, -1))
         last_needed = t + count - 2
         low, high = (0, last_needed + 1) if last_needed <= self.ring else (1, self.ring + 1)
+        if self.first_frame_masked:
+            low = 0                      # frame 0 (store slot 0) is restricted like every other frame
         radii = self.plan.radii
         parts_values = {r: [] for r in radii}
         parts_index = {r: [] for r in radii}
@@ -232,41 +232,57 @@ class _Affinity:
 
 
 class _Setting:
-    """One setting's fed-back soft labels and its mixing step."""
+    """One setting's fed-back soft labels and its mixing step under a protocol's switches."""
 
-    def __init__(self, params: PropagationParams, first_soft: torch.Tensor):
+    def __init__(self, params: PropagationParams, first_soft: torch.Tensor, switches, candidates: int):
         self.params = params
-        self.soft = {0: first_soft}      # frame -> (hw, K+1)
+        self.switches = switches
+        self.candidates = candidates     # merged candidates kept per cell: k, or k + margin when ties are kept
+        self.soft = {0: first_soft}      # frame -> (hw, K)
 
     def step(self, t, shared: _Shared) -> torch.Tensor:
-        p = self.params
-        k, length = p.topk, p.video_len
-        slots = [max(0, t - length + i) for i in range(length)]
-        frames = sorted(set(slots) | {0})
+        p, rule, n = self.params, self.switches, self.candidates
+        slots = context_frames(rule.context, t, p.video_len)
+        frames = sorted(set(slots))
         label_row = {f: row for row, f in enumerate(frames)}
-        labels = torch.cat([self.soft[f] for f in frames], 0)             # (R*hw, K+1)
+        labels = torch.cat([self.soft[f] for f in frames], 0)             # (R*hw, K)
         hw = labels.shape[0] // len(frames)
-        rows = torch.tensor([shared.sources[f] for f in slots], device=labels.device)
-        offsets = torch.tensor([label_row[f] * hw for f in slots], device=labels.device)
-        slot_values = shared.values[p.radius][rows, :, :k]                 # (L, hw, k)
-        slot_index = shared.index[p.radius][rows, :, :k] + offsets[:, None, None]
-        # the seed's slot order (frame 0 unrestricted, then the short-term slots oldest first), each list
-        # in tie-rule order: merge_topk then breaks ties by (slot, position) as the tie rule says
-        value_lists = torch.cat([shared.first_values[:, :k],
-                                 slot_values.permute(1, 0, 2).reshape(hw, length * k)], 1)
-        index_lists = torch.cat([shared.first_index[:, :k] + label_row[0] * hw,
-                                 slot_index.permute(1, 0, 2).reshape(hw, length * k)], 1)
-        values, label_index = kernels.merge_topk(value_lists, index_lists, k)
-        pred = kernels.mix_labels(values, label_index, labels, p.temperature)
+        windowed = slots if rule.first_frame_masked else slots[1:]
+        rows = torch.tensor([shared.sources[f] for f in windowed], device=labels.device)
+        offsets = torch.tensor([label_row[f] * hw for f in windowed], device=labels.device)
+        slot_values = shared.values[p.radius][rows, :, :n]                 # (S, hw, n)
+        slot_index = shared.index[p.radius][rows, :, :n] + offsets[:, None, None]
+        # the slots in context order (frame 0 first, then the others oldest first), each list in tie-rule
+        # order: merge_topk then breaks ties by (slot, position) as the tie rule says
+        value_lists = slot_values.permute(1, 0, 2).reshape(hw, len(windowed) * n)
+        index_lists = slot_index.permute(1, 0, 2).reshape(hw, len(windowed) * n)
+        if not rule.first_frame_masked:                                    # frame 0's unrestricted slot
+            value_lists = torch.cat([shared.first_values[:, :n], value_lists], 1)
+            index_lists = torch.cat([shared.first_index[:, :n] + label_row[0] * hw, index_lists], 1)
+        values, label_index = kernels.merge_topk(value_lists, index_lists, n)
+        if rule.weighting == "softmax_topk":
+            pred = kernels.mix_labels(values, label_index, labels, p.temperature)
+        else:
+            weights, beyond = kernels.candidate_weights(rule.weighting, values, p.topk, p.temperature)
+            if bool(beyond.any()):
+                raise InputError(f"frame {t}: more than {n} candidates tie with the {p.topk}-th of setting {p.id} "
+                                 f"in {int(beyond.sum())} cell(s); the kept set would not be exact")
+            pred = kernels.mix_weighted(weights, label_index, labels)
+            if rule.weighting == "topk_then_softmax":                      # DINOv3 renormalises per cell
+                pred = pred / pred.sum(dim=1, keepdim=True)
         self.soft[t] = pred
-        for frame in [f for f in self.soft if 0 < f <= t - length]:
+        for frame in [f for f in self.soft if 0 < f <= t - p.video_len]:
             del self.soft[frame]
         return pred
 
 
+#: Extra candidates kept per list (beyond k) for weightings that keep ties with the k-th (KEEPS_TIES).
+TIE_MARGIN = 8
+
+
 def iter_propagate(frames_feats, first_mask_ids: np.ndarray, settings: Sequence[PropagationParams],
-                   out_hw, device="cpu", precision="float32", progress=False, tile_hw=None, block=None
-                   ) -> Iterator[Tuple[int, Dict[PropagationParams, np.ndarray]]]:
+                   out_hw, device="cpu", precision="float32", progress=False, tile_hw=None, block=None,
+                   protocol="seed") -> Iterator[Tuple[int, Dict[PropagationParams, np.ndarray]]]:
     """Yield (t, {params: ids (H, W) uint8}) for t = 0..T-1, frame by frame, for every setting at once.
 
     frames_feats: a CachedSequence (streamed with read-ahead), or an array/tensor (T, h, w, C) of
@@ -276,6 +292,9 @@ def iter_propagate(frames_feats, first_mask_ids: np.ndarray, settings: Sequence[
     affinity computed once for the largest radius and context length; per-source-frame top-kmax lists
     per radius; every setting derived from them (propagation-spec.md section 13). tile_hw / block (query
     tile shape, targets per block) default to the device's choice; they change speed, never the masks.
+    protocol: a registered protocol (name or lpcache.protocols.Protocol): its switches (context, window,
+    frame-0 restriction, weighting), label initialisation and decoding; each protocol's `reference` is the
+    dense definition the engine is tested against.
     Raises InputError for a frame holding NaN/Inf (before yielding that frame) and when a product does
     not fit in memory even for one target at a time (naming what to lower).
     """
@@ -289,22 +308,27 @@ def iter_propagate(frames_feats, first_mask_ids: np.ndarray, settings: Sequence[
     for params in settings:
         params.validate(grid_hw)
     out_hw = tuple(int(v) for v in out_hw)
-    first_mask = resize_mask_nearest(np.asarray(first_mask_ids), out_hw)
-    ids = label_ids(first_mask)
-    first_soft = torch.from_numpy(downsample_onehot(first_mask, ids, grid_hw)).reshape(-1, len(ids)).to(device)
-    kmax = max(p.topk for p in settings)
+    rule = _protocol(protocol)
+    switches = rule.switches
+    label_ids(resize_mask_nearest(np.asarray(first_mask_ids), out_hw))   # InputError when there is no object
+    first_out = rule.first_output(np.asarray(first_mask_ids), out_hw)
+    ids, first_labels = rule.init_labels(np.asarray(first_mask_ids), grid_hw)
+    first_soft = torch.from_numpy(np.ascontiguousarray(first_labels, dtype=np.float32)).reshape(-1, len(ids))
+    first_soft = first_soft.to(device)
+    margin = min(TIE_MARGIN, grid_hw[0] * grid_hw[1]) if switches.weighting in KEEPS_TIES else 0
+    candidates = {p: p.topk + margin for p in settings}
     max_len = max(p.video_len for p in settings)
-    states = [_Setting(p, first_soft) for p in settings]
+    states = [_Setting(p, first_soft, switches, candidates[p]) for p in settings]
     previous_tf32 = _set_tf32(precision == "tf32", device)
     try:
-        affinity = _Affinity(grid_hw, channels, [p.radius for p in settings], kmax, max_len, device, precision,
-                             tile_hw, block)
+        affinity = _Affinity(grid_hw, channels, [p.radius for p in settings], max(candidates.values()), max_len,
+                             device, precision, tile_hw, block, switches.window, switches.first_frame_masked)
         reader = _ReadAhead(frames_feats)
         count, frames = reader.count, iter(reader)
         bar = tqdm(total=count, desc="frames", unit="fr", disable=not progress, leave=False)
         mix_seconds = 0.0
         affinity.add_source(0, torch.from_numpy(next(frames)).to(device))
-        yield 0, {p: first_mask.copy() for p in settings}
+        yield 0, {p: first_out.copy() for p in settings}
         bar.update()
         t = 1
         while t < count:
@@ -318,7 +342,7 @@ def iter_propagate(frames_feats, first_mask_ids: np.ndarray, settings: Sequence[
                 out = {}
                 for state in states:
                     soft = state.step(t + offset, shared).reshape(grid_hw[0], grid_hw[1], len(ids))
-                    out[state.params] = upsample_argmax(soft.float().cpu().numpy(), ids, out_hw)
+                    out[state.params] = rule.decode_labels(soft.float().cpu().numpy(), ids, out_hw)
                 mix_seconds += time.perf_counter() - start
                 shared_lists[offset] = None
                 yield t + offset, out
@@ -333,6 +357,16 @@ def iter_propagate(frames_feats, first_mask_ids: np.ndarray, settings: Sequence[
                          f"--device cpu") from None
     finally:
         _set_tf32(previous_tf32, device)
+
+
+def _protocol(protocol):
+    """A Protocol from its name (or itself); it must define the engine's three label functions."""
+    from .. import protocols
+
+    rule = protocols.get(protocol) if isinstance(protocol, str) else protocol
+    if rule.init_labels is None or rule.decode_labels is None or rule.first_output is None:
+        raise ValueError(f"protocol {rule.name!r} does not define init_labels / decode_labels / first_output")
+    return rule
 
 
 def _set_tf32(enabled, device):

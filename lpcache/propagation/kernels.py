@@ -24,9 +24,30 @@ import torch
 NEG_INF = float("-inf")
 
 
-def reach(radius: float) -> int:
-    """Largest |dy| (or |dx|) with dy^2 < radius^2: the half-width of a radius window."""
-    return max(0, int(math.ceil(radius)) - 1)
+#: Window shapes (lpcache.protocols.base.WINDOWS): Euclidean distance < r, <= r, or Chebyshev distance <= r.
+WINDOWS = ("circle_lt", "circle_le", "square")
+
+
+def reach(radius: float, window: str = "circle_lt") -> int:
+    """Largest |dy| (or |dx|) inside a window of that radius: its half-width."""
+    if window == "circle_lt":
+        return max(0, int(math.ceil(radius)) - 1)
+    if window in ("circle_le", "square"):
+        return max(0, int(math.floor(radius)))
+    raise ValueError(f"window {window!r}: expected one of {', '.join(WINDOWS)}")
+
+
+def outside_window(dy: torch.Tensor, dx: torch.Tensor, radius: float, window: str = "circle_lt") -> torch.Tensor:
+    """True where the integer offset (dy, dx) is outside the window, computed as each reference does:
+    dy^2 + dx^2 >= r^2 (circle_lt: the seed; VFS's double sqrt < r agrees on integer offsets), float32
+    sqrt(dy^2 + dx^2) > r (circle_le: DINOv3), max(|dy|, |dx|) > r (square: DINO)."""
+    if window == "circle_lt":
+        return (dy * dy + dx * dx) >= radius * radius
+    if window == "circle_le":
+        return (dy * dy + dx * dx).float().sqrt() > radius
+    if window == "square":
+        return torch.maximum(dy.abs(), dx.abs()) > radius
+    raise ValueError(f"window {window!r}: expected one of {', '.join(WINDOWS)}")
 
 
 @dataclasses.dataclass
@@ -46,6 +67,7 @@ class Tile:
 class TilePlan:
     grid_hw: Tuple[int, int]
     radii: Tuple[float, ...]        # descending
+    window: str
     blocks: List[Tuple[int, int]]   # key column ranges per column block
     tiles: List[Tile]
 
@@ -60,12 +82,12 @@ class TilePlan:
         return sum(t.query_index.numel() * t.key_index.numel() for t in self.tiles)
 
 
-def plan_tiles(grid_hw, radii: Sequence[float], tile_hw=None, device="cpu") -> TilePlan:
+def plan_tiles(grid_hw, radii: Sequence[float], tile_hw=None, device="cpu", window="circle_lt") -> TilePlan:
     """Split the grid into query tiles with key windows for the largest radius and per-radius masks."""
     height, width = grid_hw
     radii = tuple(sorted({float(r) for r in radii}, reverse=True))
-    half = reach(radii[0])
-    tile_h, tile_w = tile_hw or choose_tile(grid_hw, radii[0])
+    half = reach(radii[0], window)
+    tile_h, tile_w = tile_hw or choose_tile(grid_hw, radii[0], window=window)
     blocks, tiles = [], []
     for x0 in range(0, width, tile_w):
         x1 = min(width, x0 + tile_w)
@@ -79,11 +101,11 @@ def plan_tiles(grid_hw, radii: Sequence[float], tile_hw=None, device="cpu") -> T
             qy, qx = torch.meshgrid(torch.arange(y0, y1), torch.arange(x0, x1), indexing="ij")
             ky, kx = torch.meshgrid(torch.arange(ky0, ky1), torch.arange(kx0, kx1), indexing="ij")
             qy, qx, ky, kx = (v.reshape(-1) for v in (qy, qx, ky, kx))
-            dist2 = (qy[:, None] - ky[None, :]) ** 2 + (qx[:, None] - kx[None, :]) ** 2
-            outside = {radius: (dist2 >= radius * radius).to(device) for radius in radii}
+            dy, dx = qy[:, None] - ky[None, :], qx[:, None] - kx[None, :]
+            outside = {radius: outside_window(dy, dx, radius, window).to(device) for radius in radii}
             tiles.append(Tile((y0, y1), (x0, x1), (ky0, ky1), block,
                               (qy * width + qx).to(device), (ky * width + kx).to(device), outside))
-    return TilePlan((height, width), radii, blocks, tiles)
+    return TilePlan((height, width), radii, window, blocks, tiles)
 
 
 # Cost model per device type: float32 GEMM rate (GFLOP/s), ns per computed product for the mask and top-k
@@ -93,7 +115,8 @@ TILE_SHAPES = ((4, 8), (8, 8), (8, 16), (6, 22), (16, 16), (16, 32), (20, 22), (
 SCORES_BYTES_LIMIT = 2 ** 30     # largest float32 score tensor (sources x block x tile queries x window keys)
 
 
-def choose_tile(grid_hw, radius, channels=256, device="cpu", block=1, sources=21) -> Tuple[int, int]:
+def choose_tile(grid_hw, radius, channels=256, device="cpu", block=1, sources=21, window="circle_lt"
+                ) -> Tuple[int, int]:
     """A query-tile shape balancing wasted products against GEMM size and per-tile overhead.
 
     Cost per computed product: GEMM time 2*C / rate, inflated by (1 + 24 / rows) for small GEMMs (rows =
@@ -105,7 +128,7 @@ def choose_tile(grid_hw, radius, channels=256, device="cpu", block=1, sources=21
     best = None
     for tile_h, tile_w in TILE_SHAPES + (tuple(grid_hw),):
         tile_h, tile_w = min(tile_h, grid_hw[0]), min(tile_w, grid_hw[1])
-        sizes = list(_tile_sizes(grid_hw, radius, (tile_h, tile_w)))
+        sizes = list(_tile_sizes(grid_hw, radius, (tile_h, tile_w), window))
         if best is not None and 4 * sources * block * max(p for _, p in sizes) > SCORES_BYTES_LIMIT:
             continue
         cost = sum(products * (per_product * (1 + 24.0 / (block * queries)) + pass_ns) + tile_ns / block
@@ -115,15 +138,15 @@ def choose_tile(grid_hw, radius, channels=256, device="cpu", block=1, sources=21
     return best[1]
 
 
-def window_products(grid_hw, radius, tile_hw) -> int:
+def window_products(grid_hw, radius, tile_hw, window="circle_lt") -> int:
     """Query x key products per source frame for a tile shape (without building the plan)."""
-    return sum(products for _, products in _tile_sizes(grid_hw, radius, tile_hw))
+    return sum(products for _, products in _tile_sizes(grid_hw, radius, tile_hw, window))
 
 
-def _tile_sizes(grid_hw, radius, tile_hw):
+def _tile_sizes(grid_hw, radius, tile_hw, window="circle_lt"):
     """(queries, queries x window keys) of every tile."""
     (height, width), (tile_h, tile_w) = grid_hw, tile_hw
-    half = reach(radius)
+    half = reach(radius, window)
     for y0 in range(0, height, tile_h):
         rows = min(height, y0 + tile_h) - y0
         key_rows = min(height, y0 + rows + half) - max(0, y0 - half)
@@ -235,14 +258,45 @@ def merge_topk(value_lists: torch.Tensor, label_index: torch.Tensor, k: int):
 
 def mix_labels(values: torch.Tensor, label_index: torch.Tensor, labels: torch.Tensor,
                temperature: float) -> torch.Tensor:
-    """softmax(values / tau) weighted sum of the labels rows (R, K+1) picked by label_index: (hw, K+1).
+    """softmax(values / tau) weighted sum of the labels rows (R, K+1) picked by label_index: (hw, K+1)."""
+    return mix_weighted(torch.softmax(values / temperature, dim=1), label_index, labels)
 
-    The k terms are added one by one in the order of the kept candidates (first to last), so the sum is
+
+def mix_weighted(weights: torch.Tensor, label_index: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Sum of weights (hw, n) times the labels rows (R, K) picked by label_index (hw, n): (hw, K).
+
+    The n terms are added one by one in the order of the kept candidates (first to last), so the sum is
     the same bits whatever the vector width or k_max of the run.
     """
-    weights = torch.softmax(values / temperature, dim=1)
-    terms = weights[:, :, None] * labels[label_index]          # (hw, k, K+1)
+    terms = weights[:, :, None] * labels[label_index]          # (hw, n, K)
     mixed = terms[:, 0]
     for column in range(1, terms.shape[1]):
         mixed = mixed + terms[:, column]
     return mixed
+
+
+#: Weighting rules (lpcache.protocols.base.WEIGHTINGS); the last two keep every candidate tied with the k-th.
+WEIGHTINGS = ("softmax_topk", "dino_exp_threshold", "topk_then_softmax")
+
+
+def candidate_weights(weighting: str, values: torch.Tensor, k: int, temperature: float):
+    """Weights (hw, n) of merged candidates (hw, n >= k, best first; -inf = no candidate) and a bool (hw,)
+    marking rows where the n-th candidate is still kept (more may tie beyond the list: not exact).
+
+      softmax_topk:        softmax(v / T) over the first k (exactly k; seed, VFS),
+      dino_exp_threshold:  w = exp(v / T); w < (k-th w) set to 0 (ties kept); w / sum(w) (DINO),
+      topk_then_softmax:   v < (k-th v) dropped (ties kept); softmax(v / T) over the rest (DINOv3).
+    """
+    if weighting == "softmax_topk":
+        return torch.softmax(values[:, :k] / temperature, dim=1), values.new_zeros(values.shape[0], dtype=torch.bool)
+    if weighting == "dino_exp_threshold":
+        weights = torch.exp(values / temperature)
+        kth = weights[:, k - 1:k]
+        weights = torch.where(weights < kth, torch.zeros_like(weights), weights)
+        beyond = (weights[:, -1] > 0) if values.shape[1] > k else weights.new_zeros(len(weights), dtype=torch.bool)
+        return weights / weights.sum(dim=1, keepdim=True), beyond
+    if weighting == "topk_then_softmax":
+        kept = torch.where(values >= values[:, k - 1:k], values, torch.full_like(values, NEG_INF))
+        beyond = (kept[:, -1] > NEG_INF) if values.shape[1] > k else values.new_zeros(len(values), dtype=torch.bool)
+        return torch.softmax(kept / temperature, dim=1), beyond
+    raise ValueError(f"weighting {weighting!r}: expected one of {', '.join(WEIGHTINGS)}")

@@ -24,8 +24,11 @@ def get(name: str) -> Protocol:
 
 
 def names() -> List[str]:
+    """Registered names: the built-in modules' in BUILTIN order (whatever imported them first), then the rest."""
     _load_builtin()
-    return list(_REGISTRY)
+    builtin = [name for module in BUILTIN for name in _REGISTRY
+               if getattr(_REGISTRY[name].reference, "__module__", None) == f"{__name__}.{module}"]
+    return builtin + [name for name in _REGISTRY if name not in builtin]
 
 
 def _load_builtin():

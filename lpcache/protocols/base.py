@@ -11,14 +11,15 @@ Each protocol module also holds `reference(...)`: one short dense function that 
 (docs/design.md says how the engine is tested against it).
 """
 import dataclasses
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from ..errors import InputError
 
 #: Which earlier frames are in the context of target t.
 CONTEXTS = (
     "padded_first",   # seed: frame 0 repeated `video_len` times, then the previous frames (padding kept)
-    "first_plus_last",  # DINO/VFS/DINOv3: frame 0 once plus the last n frames, no padding (fewer early on)
+    "first_plus_last",  # DINO/DINOv3: frame 0 once plus the last n frames (never frame 0 again), no padding
+    "first_plus_previous",  # VFS: frame 0, then frames max(0, t-n)..t-1 (frame 0 twice while t <= n)
 )
 #: The spatial restriction of a context frame's keys around the query cell.
 WINDOWS = (
@@ -32,6 +33,44 @@ WEIGHTINGS = (
     "dino_exp_threshold",  # exp(cos/T), zero below the k-th largest (ties kept), normalise to sum 1 (DINO)
     "topk_then_softmax",   # top-k of cos (ties at the k-th kept), softmax(cos/T) over them (DINOv3)
 )
+
+
+def context_frames(context: str, target: int, video_len: int) -> List[int]:
+    """The context of `target`, slot by slot (slot 0 is always frame 0; see CONTEXTS)."""
+    if context == "padded_first":
+        return [0] + [max(0, target - video_len + i) for i in range(video_len)]
+    if context == "first_plus_last":
+        return [0] + list(range(max(1, target - video_len), target))
+    if context == "first_plus_previous":
+        return [0] + list(range(max(0, target - video_len), target))
+    raise ValueError(f"context {context!r}: expected one of {', '.join(CONTEXTS)}")
+
+
+def grid_init(label_ids: Callable, label_init: Callable) -> Callable:
+    """`init_labels` built from a module's `label_ids(first, grid_hw)` and `label_init(first, grid_hw, ids)`."""
+    def init_labels(first_mask, grid_hw):
+        ids = label_ids(first_mask, grid_hw)
+        return ids, label_init(first_mask, grid_hw, ids)
+    return init_labels
+
+
+def channels_first(soft):
+    """A soft map (h, w, K) array as a contiguous float32 (K, h, w) tensor (what the references decode)."""
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(np.moveaxis(soft, -1, 0), dtype=np.float32))
+
+
+def annotation_output(first_mask, out_hw):
+    """`first_output` of the protocols whose frame-0 output is the annotation itself."""
+    import numpy as np
+
+    return np.array(first_mask, dtype=np.uint8)
+
+
+#: Weightings that keep every candidate tied with the k-th (so a setting may mix more than k candidates).
+KEEPS_TIES = ("dino_exp_threshold", "topk_then_softmax")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +108,13 @@ class Protocol:
     prepare_frame: Optional[Callable] = None
     #: `reference(feats, first_mask_ids, params, out_hw) -> [uint8 masks]`: the dense definition.
     reference: Optional[Callable] = None
+    #: What the engine calls (the same functions `reference` uses):
+    #: `init_labels(first_mask, grid_hw) -> (ids, (h, w, K) float32)`: frame 0's channel ids and grid labels;
+    init_labels: Optional[Callable] = None
+    #: `decode_labels(soft (h, w, K) float32 array, ids, out_hw) -> uint8 ids (H, W)`: a soft map as a mask;
+    decode_labels: Optional[Callable] = None
+    #: `first_output(first_mask, out_hw) -> uint8 ids (H, W)`: frame 0's written mask.
+    first_output: Optional[Callable] = None
 
     def params(self, **overrides) -> Dict[str, float]:
         """The defaults with `overrides` applied; unknown names are an InputError."""
@@ -77,3 +123,11 @@ class Protocol:
             raise InputError(f"protocol {self.name}: unknown parameter(s) {', '.join(unknown)} "
                              f"(known: {', '.join(self.defaults)})")
         return {**self.defaults, **{k: v for k, v in overrides.items() if v is not None}}
+
+    def setting(self, **overrides):
+        """`params(**overrides)` as the engine's PropagationParams (validated)."""
+        from ..config import PropagationParams
+
+        values = self.params(**overrides)
+        return PropagationParams(temperature=float(values["temperature"]), topk=int(values["topk"]),
+                                 radius=float(values["radius"]), video_len=int(values["video_len"])).validate()

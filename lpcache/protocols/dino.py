@@ -41,7 +41,6 @@ Quirks kept because they change numbers (each read in the reference code and che
      (first maximum wins), uint8, PIL NEAREST to the native frame size. Frame 0 is the annotation itself.
   8. Scored at the native size (480p) against the native annotations.
 """
-import os
 from typing import List, Optional, Tuple
 
 import cv2
@@ -50,9 +49,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .. import images
 from ..errors import InputError
 from . import register
-from .base import Protocol, Switches
+from .base import Protocol, Switches, annotation_output, channels_first, grid_init
 
 SHORT_SIDE = 480
 LONG_MULTIPLE = 64
@@ -77,12 +77,8 @@ def input_hw(orig_hw, patch: int = 16) -> Tuple[int, int]:
 
 def read_bgr(path) -> np.ndarray:
     """The frame as OpenCV decodes it (uint8 BGR, H x W x 3): DINO reads frames with cv2.imread."""
-    if not os.path.isfile(path):
-        raise InputError(f"{path}: frame not found")
-    image = cv2.imread(str(path))
-    if image is None:
-        raise InputError(f"{path}: unreadable image (OpenCV could not decode it)")
-    return image
+
+    return images.read_bgr(path, decoder="cv2")
 
 
 def prepare_frame(path, patch: int = 16) -> np.ndarray:
@@ -204,6 +200,12 @@ def reference(feats: torch.Tensor, first_mask_ids: np.ndarray, params, out_hw,
     return masks
 
 
+def engine_decode(soft, ids, out_hw) -> np.ndarray:
+    """A soft map (h, w, K) as DINO writes it (`decode`; the patch is the input / grid ratio)."""
+    patch = input_hw(out_hw)[0] // soft.shape[0]
+    return decode(channels_first(soft), patch, out_hw)
+
+
 PROTOCOL = register(Protocol(
     name="dino",
     summary="DINO v1 eval_video_segmentation.py: frame 0 + 7 previous, square +-12 window on all, "
@@ -220,4 +222,7 @@ PROTOCOL = register(Protocol(
     reference_code="github.com/facebookresearch/dino eval_video_segmentation.py (commit 7c446df)",
     prepare_frame=prepare_frame,
     reference=reference,
+    init_labels=grid_init(label_ids, label_init),
+    decode_labels=engine_decode,
+    first_output=annotation_output,
 ))

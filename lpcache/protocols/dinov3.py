@@ -38,17 +38,17 @@ Quirks kept because they change numbers (read in the notebook's code and checked
   8. Scored at the native size (480p).
 """
 import math
-import os
 from typing import List, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from .. import images
 from ..errors import InputError
 from . import register
-from .base import Protocol, Switches
+from .base import Protocol, Switches, annotation_output, channels_first, grid_init
 
 SHORT_SIDE = 960
 MEAN = (0.485, 0.456, 0.406)
@@ -73,13 +73,8 @@ def input_hw(orig_hw, patch: int = 16, short_side: int = SHORT_SIDE) -> Tuple[in
 
 def read_rgb(path) -> Image.Image:
     """The frame as the notebook decodes it: a PIL RGB image."""
-    if not os.path.isfile(path):
-        raise InputError(f"{path}: frame not found")
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"{path}: unreadable image ({exc})") from None
+
+    return images.read_pil(path, "frame")
 
 
 def prepare_frame(path, patch: int = 16, short_side: int = SHORT_SIDE) -> np.ndarray:
@@ -165,6 +160,11 @@ def reference(feats: torch.Tensor, first_mask_ids: np.ndarray, params, out_hw) -
     return masks
 
 
+def engine_decode(soft, ids, out_hw) -> np.ndarray:
+    """A soft map (h, w, K) as the reference writes it (`decode`)."""
+    return decode(channels_first(soft), out_hw)
+
+
 PROTOCOL = register(Protocol(
     name="dinov3",
     summary="DINOv3 segmentation_tracking notebook: frame 0 + 7 previous, circle <= 12 on all, top-5 of the "
@@ -182,4 +182,7 @@ PROTOCOL = register(Protocol(
     reference_code="github.com/facebookresearch/dinov3 notebooks/segmentation_tracking.ipynb (commit 6876159)",
     prepare_frame=prepare_frame,
     reference=reference,
+    init_labels=grid_init(label_ids, label_init),
+    decode_labels=engine_decode,
+    first_output=annotation_output,
 ))

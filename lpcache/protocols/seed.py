@@ -23,7 +23,8 @@ import cv2
 import numpy as np
 import torch
 
-from ..davis import PALETTE
+from ..davis import PALETTE, resize_mask_nearest
+from ..propagation import labels
 from . import register
 from .base import Protocol, Switches
 
@@ -118,6 +119,24 @@ def reference(feats, first_mask, temperature, topk, radius, video_len, out_hw, r
     return (masks, softs) if return_soft else masks
 
 
+def engine_init_labels(first_mask, grid_hw):
+    """(ids, (h, w, K+1) grid labels) as the engine starts from them (lpcache.propagation.labels)."""
+    ids = labels.label_ids(first_mask)
+    return ids, labels.downsample_onehot(first_mask, ids, grid_hw)
+
+
+def engine_decode(soft, ids, out_hw) -> np.ndarray:
+    """A soft map (h, w, K+1) as ids at out_hw: cv2 bilinear, first maximum, void written as 0."""
+    return labels.upsample_argmax(soft, ids, out_hw)
+
+
+def engine_first_output(first_mask, out_hw) -> np.ndarray:
+    """Frame 0's mask: the annotation, PIL NEAREST to out_hw when its size differs."""
+    return resize_mask_nearest(np.asarray(first_mask), out_hw)
+
+
+_ENGINE = dict(init_labels=engine_init_labels, decode_labels=engine_decode, first_output=engine_first_output,
+               reference=reference)
 _SWITCHES = Switches(context="padded_first", first_frame_masked=False, window="circle_lt", weighting="softmax_topk")
 _DEFAULTS = {"temperature": 0.7, "topk": 8, "radius": 18, "video_len": 20}
 _PUBLISHED = ("CatMAE ViT-S/8 and the CRW/videowalk numbers (Jabri et al., NeurIPS 2020; CatMAE) on DAVIS-2017 val, "
@@ -127,9 +146,9 @@ SEED = register(Protocol(
     name="seed", summary="CRW/CatMAE at 480x880: frame 0 padded video_len times, circle < radius on short-term "
                          "frames only, softmax over the joint top-k, bilinear one-hot init and up-sampling",
     switches=_SWITCHES, defaults=_DEFAULTS, input_hw=seed_input_hw, score_size="input",
-    published=_PUBLISHED, reference_code="github.com/minhoooo1/CatMAE downstream/davis2017-seg (test.py)"))
+    published=_PUBLISHED, reference_code="github.com/minhoooo1/CatMAE downstream/davis2017-seg (test.py)", **_ENGINE))
 
 NATIVE = register(Protocol(
     name="native", summary="the seed's rule on frames at their own size (rounded to the stride), native scoring",
     switches=_SWITCHES, defaults=_DEFAULTS, input_hw=native_input_hw, score_size="native",
-    reference_code=SEED.reference_code))
+    reference_code=SEED.reference_code, **_ENGINE))

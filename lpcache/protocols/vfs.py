@@ -39,7 +39,6 @@ Quirks kept because they change numbers (read in the reference code and checked 
      per-channel min-max `(x - min) / (max - min + 1e-12)` kept only where the channel's max > 0, argmax
      (first maximum wins), uint8. Scored at the native size (480p).
 """
-import os
 from typing import List, Tuple
 
 import cv2
@@ -48,9 +47,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .. import images
 from ..errors import InputError
 from . import register
-from .base import Protocol, Switches
+from .base import Protocol, Switches, channels_first, grid_init
 
 SHORT_SIDE = 480
 MEAN_255 = (123.675, 116.28, 103.53)
@@ -70,12 +70,8 @@ def input_hw(orig_hw, patch: int = 8) -> Tuple[int, int]:
 
 def read_rgb(path) -> np.ndarray:
     """The frame as mmcv's cv2 backend decodes it: uint8 RGB (H, W, 3)."""
-    if not os.path.isfile(path):
-        raise InputError(f"{path}: frame not found")
-    image = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise InputError(f"{path}: unreadable image (OpenCV could not decode it)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+    return images.read_rgb(path, decoder="cv2")
 
 
 def prepare_frame(path, patch: int = 8) -> np.ndarray:
@@ -184,11 +180,21 @@ def reference(feats: torch.Tensor, first_mask_ids: np.ndarray, params, out_hw) -
     return masks
 
 
+def engine_decode(soft, ids, out_hw) -> np.ndarray:
+    """A soft map (h, w, K) as the reference writes it (`decode`)."""
+    return decode(channels_first(soft), out_hw)
+
+
+def engine_first_output(first_mask_ids, out_hw) -> np.ndarray:
+    """Frame 0's mask, as the reference writes it."""
+    return first_output(first_mask_ids)
+
+
 PROTOCOL = register(Protocol(
     name="vfs",
     summary="VFS VanillaTracker: frame 0 + 20 previous (frame 0 twice early on), circle < 18 on all, "
             "top-10 of cos/0.07 jointly then softmax, bilinear to native + min-max output",
-    switches=Switches(context="first_plus_last", first_frame_masked=True, window="circle_lt",
+    switches=Switches(context="first_plus_previous", first_frame_masked=True, window="circle_lt",
                       weighting="softmax_topk"),
     defaults={"temperature": 0.07, "topk": 10, "radius": 18, "video_len": 20},
     input_hw=input_hw,
@@ -203,4 +209,7 @@ PROTOCOL = register(Protocol(
                    "mmaction/models/common/local_attention.py (commit 8e055cc), configs/r50_nc_*.py test_cfg",
     prepare_frame=prepare_frame,
     reference=reference,
+    init_labels=grid_init(label_ids, label_init),
+    decode_labels=engine_decode,
+    first_output=engine_first_output,
 ))
