@@ -83,3 +83,48 @@ def seed_propagate(feats, first_soft, params, targets, grid_hw, out_hw, upsample
             upsample(labels[t].numpy().reshape(grid_hw[0], grid_hw[1], -1), out_hw)
     synchronize(device)
     return time.perf_counter() - started, labels
+
+
+def main():
+    """Whole-process timing side: read a cache file, propagate every target the seed's way, write PNGs."""
+    import argparse
+    import os
+
+    import cv2
+    import h5py
+    import numpy as np
+    from PIL import Image
+
+    parser = argparse.ArgumentParser(description="the seed's compute structure as a whole process")
+    parser.add_argument("--cache", required=True, help="one lpcache <seq>.h5 file")
+    parser.add_argument("--first-mask", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--out-size", default="480x880")
+    args = parser.parse_args()
+
+    class Params:  # the seed's defaults
+        temperature, topk, radius, video_len = 0.7, 8, 18.0, 20
+
+    out_hw = tuple(int(v) for v in args.out_size.split("x"))
+    with h5py.File(args.cache, "r") as handle:
+        feats = handle["feats"][:].astype(np.float32)
+    n_frames, height, width, _ = feats.shape
+    mask = np.array(Image.open(args.first_mask).resize((out_hw[1], out_hw[0]), Image.NEAREST))
+    ids = np.unique(mask)
+    onehot = (mask[..., None] == ids).astype(np.float32)
+    first_soft = torch.from_numpy(cv2.resize(onehot, (width, height), interpolation=cv2.INTER_LINEAR)
+                                  .reshape(height * width, len(ids)))
+
+    def upsample(soft, hw):
+        big = cv2.resize(soft, (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR).reshape(hw[0], hw[1], -1)
+        return ids[np.argmax(big, axis=-1)].astype(np.uint8)
+
+    _, labels = seed_propagate(feats, first_soft, Params, range(1, n_frames), (height, width), out_hw)
+    os.makedirs(args.out, exist_ok=True)
+    for t in range(n_frames):
+        frame = mask if t == 0 else upsample(labels[t].numpy().reshape(height, width, -1), out_hw)
+        cv2.imwrite(os.path.join(args.out, f"{t:05d}.png"), frame)
+
+
+if __name__ == "__main__":
+    main()

@@ -6,6 +6,7 @@
     print(run.scores)                                  # the J&F tables; run.scores.global_scores is a dict
     sw = lpcache.sweep("cache", "DAVIS", "sweep", temperature=[0.05, 0.7], topk=[5, 8])
     sw.best()                                          # the best row; sw.to_pandas() gives DataFrames
+    lpcache.propagate("cache-dino", "DAVIS", "runs")   # a `--protocol dino` cache: DINO's rule and defaults
 
 Each function wraps the stage the command of the same name runs (lpcache.extraction, run_propagation,
 sweeping, scoring) and writes the same folders, so a notebook and the command line share caches, runs and
@@ -14,9 +15,9 @@ pandas is optional: only `to_pandas()` needs it.
 """
 import dataclasses
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
-from .config import PRESETS, PropagationParams, SweepGrid
+from .config import PropagationParams, SweepGrid
 from .errors import InputError
 
 __all__ = ["extract", "propagate", "sweep", "score", "PropagationParams", "SweepGrid", "Scores",
@@ -184,28 +185,31 @@ def _backbone_dir(cache) -> str:
     return resolve_backbone_dir(cache)
 
 
-def _params(params, overrides: Dict) -> PropagationParams:
-    """PropagationParams from None (defaults), a PropagationParams, a dict or a preset name; keyword values win."""
-    if params is None:
-        params = PropagationParams()
-    elif isinstance(params, str):
-        if params not in PRESETS:
-            raise InputError(f"preset {params!r}: expected one of {', '.join(sorted(PRESETS))}")
-        params = PRESETS[params]
-    elif isinstance(params, dict):
+def _params(params, overrides: Dict, rule="seed", where=None) -> PropagationParams:
+    """PropagationParams from None or a dict (the defaults of protocol `rule` for what they leave out), a
+    PropagationParams or a preset name (seed rule only); keyword values win."""
+    from .run_propagation import protocol_setting
+
+    if isinstance(params, str):
+        return protocol_setting(rule, params, where, **overrides)
+    if isinstance(params, dict):
         unknown = sorted(set(params) - set(SweepGrid.FIELDS))
         if unknown:
             raise InputError(f"params: unknown key(s) {', '.join(unknown)}; expected {', '.join(SweepGrid.FIELDS)}")
-        params = PropagationParams(**params)
-    elif not isinstance(params, PropagationParams):
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return protocol_setting(rule, None, where, **{**params, **given})
+    if params is None:
+        return protocol_setting(rule, None, where, **overrides)
+    if not isinstance(params, PropagationParams):
         raise InputError(f"params {params!r}: expected PropagationParams, a dict or a preset name")
     given = {k: v for k, v in overrides.items() if v is not None}
     return dataclasses.replace(params, **given).validate()
 
 
-def make_grid(grid=None, **values) -> SweepGrid:
+def make_grid(grid=None, *, defaults=None, **values) -> SweepGrid:
     """A SweepGrid from a SweepGrid, a {field: values} dict and/or keyword values (a list or one value per
-    field: temperature, topk, radius, video_len); keyword values replace the grid's axis."""
+    field: temperature, topk, radius, video_len); keyword values replace the grid's axis. An axis given
+    nowhere takes `defaults[axis]` (a protocol's `.defaults`; None: the seed's)."""
     if isinstance(grid, SweepGrid):
         mapping = grid.as_dict()
     elif isinstance(grid, dict):
@@ -217,7 +221,7 @@ def make_grid(grid=None, **values) -> SweepGrid:
     mapping.update({k: v for k, v in values.items() if v is not None})
     if not mapping:
         raise InputError("empty grid: give grid= or at least one of temperature=, topk=, radius=, video_len=")
-    return SweepGrid.from_mapping(mapping, where="grid")
+    return SweepGrid.from_mapping(mapping, where="grid", defaults=defaults)
 
 
 def _read_masks(run_dir, davis_root, set_name, names) -> Dict[str, list]:
@@ -260,7 +264,7 @@ def extract(davis, cache, backbone="efficientnet_lite0", checkpoint=None, **opti
 
 
 def propagate(cache, davis, out, params=None, *, temperature=None, topk=None, radius=None, video_len=None,
-              score=False, return_masks=False, **options) -> PropagateResult:
+              protocol=None, score=False, return_masks=False, **options) -> PropagateResult:
     """Propagate each sequence's first-frame mask through cached features (`lpcache propagate`).
 
     Masks go to `<out>/<run_id>/<seq>/<frame>.png` with a run.json; finished sequences are reused.
@@ -270,9 +274,12 @@ def propagate(cache, davis, out, params=None, *, temperature=None, topk=None, ra
             `<cache>/<backbone_id>`.
         davis: DAVIS root.
         out: the runs folder; the run folder is created below it.
-        params: a PropagationParams, a dict of its fields, a preset name ("default", "vits8") or None (the
-            seed's defaults: temperature 0.7, topk 8, radius 18, video_len 20).
+        params: a PropagationParams, a dict of its fields, a preset name ("default", "vits8"; seed protocol
+            only) or None: the defaults of the cache's protocol (`lpcache protocols`; seed and native caches:
+            temperature 0.7, topk 8, radius 18, video_len 20), which also fill the fields a dict leaves out.
         temperature, topk, radius, video_len: override one field of `params`.
+        protocol: None (the cache's) or a protocol name ("dino", ...), checked against the cache: the
+            propagation rule always comes from the cache (seed and native caches: the seed's rule).
         score: also score the run (writes the official CSVs into it) and return the scores.
         return_masks: also return the masks, read back from the run folder.
         **options: passed to `lpcache.run_propagation.propagate`: set_name="val", sequences=None,
@@ -292,13 +299,17 @@ def propagate(cache, davis, out, params=None, *, temperature=None, topk=None, ra
     from .davis import load_davis, parse_hw
     from .run_propagation import propagate_run
 
+    from .run_propagation import cache_protocol
+
+    backbone_dir = _backbone_dir(cache)
+    rule = cache_protocol(backbone_dir, protocol, options.get("sequences"))
     chosen = _params(params, {"temperature": temperature, "topk": topk, "radius": radius,
-                              "video_len": video_len})
+                              "video_len": video_len}, rule, backbone_dir)
     if isinstance(options.get("out_size"), str):
         options["out_size"] = parse_hw(options["out_size"])
     set_name = options.get("set_name", "val")
     names = [s.name for s in load_davis(davis, set_name, options.get("sequences"))]
-    outcome = propagate_run(_backbone_dir(cache), davis, out, chosen, score=score, **options)
+    outcome = propagate_run(backbone_dir, davis, out, chosen, score=score, **options)
     run_dir = outcome.run_dir
     scores = Scores.from_result(outcome.scores, set_name) if score else None
     masks = _read_masks(run_dir, davis, set_name, names) if return_masks else None
@@ -306,7 +317,7 @@ def propagate(cache, davis, out, params=None, *, temperature=None, topk=None, ra
 
 
 def sweep(caches, davis, out, grid=None, *, temperature=None, topk=None, radius=None, video_len=None,
-          **options) -> SweepResult:
+          protocol=None, **options) -> SweepResult:
     """Score every setting of a grid on one or more feature caches, in memory (`lpcache sweep`).
 
     Writes `<out>/sweep.csv`, the per-object CSV, leaderboard.md, plots and sweep.json; (setting, video) pairs
@@ -318,7 +329,9 @@ def sweep(caches, davis, out, grid=None, *, temperature=None, topk=None, radius=
         out: the sweep folder.
         grid: a SweepGrid, a dict {field: list of values}, or None.
         temperature, topk, radius, video_len: a list of values (or one value) for that axis; replaces the
-            grid's axis. At least one axis must be given, here or in `grid`; the others keep the defaults.
+            grid's axis. At least one axis must be given, here or in `grid`; the others (of a dict grid or
+            keyword values) take the caches' protocol's defaults.
+        protocol: None (the caches' protocol, shared by all) or a protocol name, checked against the caches.
         **options: passed to `lpcache.sweeping.sweep`: set_name="val", sequences=None, jobs=1,
             backend="local", scheduler=None, device=None, precision="float32", out_size=None, save_best=0,
             save_all=False, threads=None, progress=True.
@@ -332,11 +345,14 @@ def sweep(caches, davis, out, grid=None, *, temperature=None, topk=None, radius=
         >>> sw.best()["setting"], sw.best()["J&F-Mean"]
         >>> rows, per_object = sw.to_pandas()                   # needs pandas
     """
-    from .sweeping import sweep as run_sweep
+    from . import protocols
+    from .sweeping import sweep as run_sweep, sweep_protocol
 
-    chosen = make_grid(grid, temperature=temperature, topk=topk, radius=radius, video_len=video_len)
     listed = [caches] if isinstance(caches, (str, os.PathLike)) else list(caches)
-    result = run_sweep([_backbone_dir(c) for c in listed], davis, out, chosen, **options)
+    backbone_dirs = [_backbone_dir(c) for c in listed]
+    defaults = protocols.get(sweep_protocol(backbone_dirs, protocol, options.get("sequences"))).defaults
+    chosen = make_grid(grid, defaults=defaults, temperature=temperature, topk=topk, radius=radius, video_len=video_len)
+    result = run_sweep(backbone_dirs, davis, out, chosen, **options)
     return SweepResult(os.fspath(out), result.rows, result.per_object, result.backbones, result.sequences,
                        result.grid)
 

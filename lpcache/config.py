@@ -71,14 +71,19 @@ class SweepGrid:
     FIELDS = {"temperature": float, "topk": int, "radius": float, "video_len": int}
 
     @classmethod
-    def from_mapping(cls, mapping, where="grid"):
-        """A grid from {field: list of values}; unknown keys, empty lists and bad values raise InputError."""
+    def from_mapping(cls, mapping, where="grid", defaults=None):
+        """A grid from {field: list of values}; unknown keys, empty lists and bad values raise InputError.
+
+        A field not in `mapping` takes `defaults[field]` (one value: a protocol's `.defaults`, e.g.
+        `lpcache.protocols.get("dino").defaults`); without `defaults`, the seed's (the class defaults)."""
         unknown = sorted(set(mapping) - set(cls.FIELDS))
         if unknown:
             raise InputError(f"{where}: unknown key(s) {', '.join(unknown)}; expected {', '.join(cls.FIELDS)}")
         values = {}
         for name, kind in cls.FIELDS.items():
             if name not in mapping:
+                if defaults is not None:
+                    values[name] = (_grid_value(defaults[name], name, kind, "protocol defaults"),)
                 continue
             raw = mapping[name]
             raw = list(raw) if isinstance(raw, (list, tuple)) else [raw]

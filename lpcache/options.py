@@ -8,13 +8,14 @@ Each `*_option` works bare or called with overrides of click.option's keywords:
     @set_option
     @sequences_option                                # value: a list of names, or None for all
     @grid_options(lists=False)                       # --temperature --topk --radius --video-len, one value each
+    @protocol_option                                 # --protocol: None for the cache's protocol
     @device_option                                   # value: None for auto (the library's meaning)
     @precision_option
     @jobs_option(help="Scoring processes (--score).")
     @progress_option
     @verbose_option                                  # -v after the subcommand adds to the group's -v
-    def command(cache_dir, davis_root, set_name, sequences, temperature, topk, radius, video_len, device,
-                precision, jobs, progress): ...
+    def command(cache_dir, davis_root, set_name, sequences, temperature, topk, radius, video_len, protocol,
+                device, precision, jobs, progress): ...
 
 Defaults are shown one way, `[default: ...]`: show_default=True, or the same text written into the help
 where the value is None and decided later (`all of the set` sequences, the seed's grid values).
@@ -30,7 +31,7 @@ import sys
 
 import click
 
-from .config import PRECISIONS, PropagationParams
+from .config import FRAME_PROTOCOLS, PRECISIONS, PropagationParams
 
 #: Default of --num-workers everywhere (JPEG decoding processes of extract / run / demo).
 NUM_WORKERS = 2
@@ -100,6 +101,14 @@ progress_option = _shared(
     help="Show progress: bars on a terminal, a plain line every 10 s / 10 % otherwise.")
 
 
+#: --protocol (dest protocol): None = the cache's (propagate, sweep). `lpcache run` (and extract) use it with
+#: `default="seed", show_default=True` and their own help: there it is the protocol frames are extracted under.
+protocol_option = _shared(
+    "--protocol", type=click.Choice(FRAME_PROTOCOLS), default=None,
+    help=_shown("Protocol (`lpcache protocols`): its propagation rule and default parameters; must agree with "
+                "the cache's (native counts as seed).", "the cache's protocol"))
+
+
 def cache_option(function=None, multiple=False, **overrides):
     """--cache: a backbone folder <root>/<backbone_id> (dest cache_dir; `multiple=True`: dest caches, a tuple)."""
     attrs = {"required": True, "type": click.Path(file_okay=False),
@@ -125,7 +134,8 @@ def grid_options(function=None, lists=True):
     """--temperature, --topk, --radius, --video-len (dests temperature, topk, radius, video_len; default None).
 
     lists=True: comma-separated text, e.g. "0.05,0.7" (parse with lpcache.sweeping.grid_from_options);
-    lists=False: one number each (propagate). The default shown is PropagationParams' (the seed's).
+    lists=False: one number each (propagate). The default shown is PropagationParams' (the seed's); a value
+    not given takes the protocol's default (`lpcache protocols`), which is the seed's for seed/native caches.
     """
     def decorate(f):
         for name in reversed(list(_GRID_HELP)):
@@ -135,7 +145,8 @@ def grid_options(function=None, lists=True):
                 extra = {"help": f"{text}: comma-separated values, e.g. {example}.", "metavar": "V,V,..."}
             else:
                 extra = {"help": f"{text}.", "type": _GRID_TYPES[name]}
-            extra["help"] = _shown(extra["help"], f"{default:g}")
+            extra["help"] = _shown(extra["help"][:-1] + " (unset: the protocol's default; the seed's shown).",
+                                   f"{default:g}")
             f = click.option("--" + name.replace("_", "-"), name, default=None, **extra)(f)
         return f
 

@@ -94,14 +94,18 @@ def run_pipeline(davis_root, workdir, backbone=DEMO_BACKBONE, checkpoint=None, r
                  save_best=1, progress=True, trust_checkpoint=False) -> PipelineResult:
     """Extract (reusing the cache), propagate one setting or sweep a grid, score; see the module docstring.
 
+    `protocol`: the frame protocol of the extraction, whose propagation rule and defaults are used (seed and
+    native: the seed's; dino, vfs, dinov3: their own). `grid` None runs the protocol's default setting.
     `trust_checkpoint`: load the checkpoint with full unpickling (only for files you trust; see `extract`).
     """
     from .extraction import extract
-    from .propagation.engine import resolve_device
-    from .run_propagation import propagate
+    from .devices import resolve_device
+    from . import protocols
+    from .run_propagation import propagate, propagation_protocol
     from .sweeping import sweep
 
-    grid = grid or SweepGrid()
+    rule = propagation_protocol({"protocol": protocol})
+    grid = grid or SweepGrid.from_mapping({}, where="protocol defaults", defaults=protocols.get(rule).defaults)
     settings = grid.validate().settings()
     names = list(sequences) if sequences else read_set(davis_root, set_name)
     if not names:
@@ -149,8 +153,8 @@ def run_pipeline(davis_root, workdir, backbone=DEMO_BACKBONE, checkpoint=None, r
         outputs += sorted(p for n, p in result.outputs.items() if n.endswith(".png")) + result.saved_runs
     record = provenance(kind="lpcache.pipeline", davis_root=os.path.abspath(davis_root), set=set_name,
                         sequences=names, backbone=backbone, backbone_dir=os.path.abspath(extracted.backbone_dir),
-                        protocol=protocol, grid=grid.as_dict(), device=str(device), precision=precision,
-                        run_dir=run_dir, sweep_dir=sweep_dir, extracted=extracted.extracted,
+                        protocol=protocol, propagation_protocol=rule, grid=grid.as_dict(), device=str(device),
+                        precision=precision, run_dir=run_dir, sweep_dir=sweep_dir, extracted=extracted.extracted,
                         reused=extracted.skipped, seconds=seconds, global_scores=global_scores)
     write_json_atomic(os.path.join(workdir, "pipeline.json"), record)
     outputs = [extracted.backbone_dir] + [p for p in outputs if p] + [os.path.join(workdir, "pipeline.json")]

@@ -6,8 +6,15 @@ Output size per protocol (the cache's `protocol` attribute):
   * `native`: the annotation is used at its own size and soft maps are up-sampled straight to it, so the
     masks match the original annotations (score without gt_size).
   * no `protocol` attribute (hand-made caches): `out_size` if given, else the annotation's own size.
-`out_size` overrides the size for every protocol. Frame 0's output is the (resized) annotation with void (255)
+  * `dino`, `vfs`, `dinov3`: like `native` (masks written and scored at the annotation's size).
+`out_size` overrides the size under the seed's rule (other protocols refuse it: their decoding is defined
+at the annotation's size). Frame 0's output is the (resized) annotation with void (255)
 pixels written as background (0), as the seed's convert_davis.py ends (see propagation/labels.py).
+
+Propagation rule: it comes from the cache (`propagation_protocol`): caches of protocol seed, native or none
+propagate under the seed's rule ("seed"); dino, vfs and dinov3 caches under their own (lpcache.protocols).
+`cache_protocol(cache_dir, expected)` reads it and checks a `--protocol` against it; run.json records it
+(`"protocol"`).
 
 Identity: run.json holds the run's identity (parameters, backbone id, precision, the cache's shared attributes
 `RUN_ATTRS`, out_size); each sequence's `.done.json` holds its own (`sequence_identity`: the cache file's
@@ -33,10 +40,11 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from .cache import FeatureCache
-from .config import PropagationParams
+from .config import PRESETS, PropagationParams
 from .davis import load_davis, read_mask
+from .devices import resolve_device
 from .errors import InputError
-from .propagation.engine import PRECISIONS, iter_propagate, resolve_device
+from .propagation.engine import PRECISIONS, iter_propagate
 from .propagation.labels import final_ids, label_ids
 from .progress import progress_bar
 from .provenance import provenance
@@ -59,16 +67,70 @@ def output_size(attrs: Dict, annotation_hw, out_size=None):
     return tuple(int(v) for v in annotation_hw)
 
 
+#: Frame protocols (cache attribute `protocol`; None: hand-made caches) propagated under the seed's rule.
+SEED_RULE = (None, "seed", "native")
+
+
+def propagation_protocol(attrs: Dict, where=None) -> str:
+    """The propagation rule of a cache file with these attributes: "seed" for protocol seed, native or none,
+    else the protocol itself ("dino", "vfs", "dinov3"); an unregistered name is an InputError (at `where`)."""
+    name = attrs.get("protocol")
+    if name in SEED_RULE:
+        return "seed"
+    from . import protocols
+
+    try:
+        return protocols.get(name).name
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}" if where else str(exc)) from None
+
+
+def cache_protocol(cache_dir, expected=None, sequences=None) -> str:
+    """The propagation rule of a feature cache (its files agree on `protocol`: FeatureCache.validate).
+
+    `expected` (a `--protocol` name) must give the same rule (native counts as seed), else an InputError
+    saying how the cache was made. `sequences`: the files to read (default: every file of the cache).
+    """
+    cache = FeatureCache(cache_dir)
+    names = None if sequences is None else [s for s in sequences if cache.has(s)]
+    attrs = next(iter(cache.validate(names or None).values()), None)
+    if attrs is None:
+        raise InputError(f"{cache.root}: no feature files (<seq>.h5) in the cache")
+    rule = propagation_protocol(attrs, where=cache.root)
+    if expected is not None and propagation_protocol({"protocol": expected}) != rule:
+        raise InputError(f"{cache.root}: features extracted under protocol {attrs.get('protocol') or 'seed'!r}; "
+                         f"--protocol {expected} needs a cache made with lpcache extract --protocol {expected}")
+    return rule
+
+
+def protocol_setting(rule: str, preset=None, where=None, **explicit) -> PropagationParams:
+    """The setting to run under propagation rule `rule`: a named preset (`config.PRESETS`, seed rule only), else
+    the protocol's defaults with the `explicit` values (None: not given) applied."""
+    from . import protocols
+
+    given = {k: v for k, v in explicit.items() if v is not None}
+    if preset is None:  # values as given (validated, never rounded) over the protocol's defaults
+        return dataclasses.replace(protocols.get(rule).setting(), **given).validate()
+    if rule != "seed":
+        raise InputError(f"{where or 'preset'}: preset {preset!r} is a seed-protocol setting and this cache "
+                         f"propagates under {rule!r}: give the parameters instead (`lpcache protocols`)")
+    if preset not in PRESETS:
+        raise InputError(f"preset {preset!r}: expected one of {', '.join(sorted(PRESETS))}")
+    return dataclasses.replace(PRESETS[preset], **given).validate()
+
+
 class _Job:
     """One sequence, checked before any work starts."""
 
-    def __init__(self, sequence, cache_path, frames: List[str], first_mask: np.ndarray, out_hw, attrs):
+    def __init__(self, sequence, cache_path, frames: List[str], first_mask: np.ndarray, out_hw, attrs,
+                 protocol="seed"):
         self.sequence = sequence
         self.cache_path = cache_path
         self.frames = frames
         self.first_mask = first_mask
         self.out_hw = out_hw
         self.attrs = attrs
+        self.protocol = protocol      # the propagation rule (propagation_protocol)
 
 
 def prepare_jobs(cache: FeatureCache, sequences, settings: Sequence[PropagationParams], out_size=None) -> List[_Job]:
@@ -83,10 +145,10 @@ def prepare_jobs(cache: FeatureCache, sequences, settings: Sequence[PropagationP
             path, grid_hw = cached.path, cached.grid_hw
             cache_frames = list(cached.frames)
         attrs = attrs_by_sequence[sequence.name]
-        if attrs.get("protocol") not in (None, "seed", "native"):
-            raise InputError(f"{cache.path(sequence.name)}: made under protocol {attrs['protocol']!r}; the engine "
-                             "behind propagate/sweep/run implements the seed rule (seed, native) only so far: use "
-                             f"lpcache.protocols.get({attrs['protocol']!r}).reference(...) for its exact propagation")
+        rule = propagation_protocol(attrs, where=cache.path(sequence.name))
+        if out_size is not None and rule != "seed":
+            raise InputError(f"{cache.path(sequence.name)}: --out-size is for the seed's rule; protocol {rule!r} "
+                             "writes and scores masks at the annotation's own size, as its reference does")
         frames = sequence.frame_names
         if len(cache_frames) != len(frames):
             raise InputError(f"{path}: {len(cache_frames)} frames in the cache, {len(frames)} JPEGs in "
@@ -104,7 +166,8 @@ def prepare_jobs(cache: FeatureCache, sequences, settings: Sequence[PropagationP
                 params.validate(grid_hw)
             except InputError as exc:
                 raise InputError(f"{path}: {exc}") from None
-        jobs.append(_Job(sequence, path, frames, first_mask, output_size(attrs, first_mask.shape, out_size), attrs))
+        jobs.append(_Job(sequence, path, frames, first_mask, output_size(attrs, first_mask.shape, out_size), attrs,
+                         rule))
     return jobs
 
 
@@ -156,7 +219,9 @@ def propagate(cache_dir, davis_root, out_dir, params: PropagationParams = Propag
     """Propagate frame-0 annotations through cached features; returns the run folder path.
 
     Masks go to `<out_dir>/<run_id>/<seq>/<frame>.png` (`results.run_id`: backbone id, setting id and, unless
-    float32, the precision); finished sequences are skipped on a re-run. With `score`, the run is scored with
+    float32, the precision); finished sequences are skipped on a re-run. The rule is the cache's protocol's;
+    `params` is used as given (the default is the seed's: `protocol_setting(cache_protocol(cache_dir))` gives
+    the cache's protocol's defaults, as `lpcache propagate` uses). With `score`, the run is scored with
     lpcache.scoring: the official CSVs and scores.json are written into it. `propagate_run` does the same and
     returns a PropagateOutcome (scores included).
     """
@@ -194,8 +259,9 @@ def propagate_run(cache_dir, davis_root, out_dir, params: PropagationParams = Pr
             already.append(job.sequence.name)
     if already:
         notice(f"resuming {run.root}: {len(already)} of {len(job_list)} sequences already done, skipped", progress)
-    base = provenance(kind="lpcache.propagate", identity=identity, cache_dir=os.path.abspath(cache.root),
-                      davis_root=os.path.abspath(davis_root), set=set_name, device=str(device), precision=precision)
+    base = provenance(kind="lpcache.propagate", identity=identity, protocol=job_list[0].protocol,
+                      cache_dir=os.path.abspath(cache.root), davis_root=os.path.abspath(davis_root), set=set_name,
+                      device=str(device), precision=precision)
     created = [d for d in (os.fspath(out_dir), run.root) if not os.path.exists(d)]
     propagated, skipped = [], []
     total = sum(len(j.frames) for j in job_list)
@@ -297,7 +363,8 @@ def _propagate_sequence(job: _Job, params, run: RunFolder, device, precision, ti
     with CachedSequence(job.cache_path) as cached, concurrent.futures.ThreadPoolExecutor(1) as writer:
         pending = []
         for t, masks in iter_propagate(cached, job.first_mask, [params], job.out_hw, device=device,
-                                       precision=precision, progress=False, tile_hw=tile_hw):
+                                       precision=precision, progress=False, tile_hw=tile_hw,
+                                       protocol=job.protocol):
             pending.append(writer.submit(run.write_frame, name, job.frames[t], final_ids(masks[params])))
             bar.set_postfix_str(f"{name} {t + 1}/{len(job.frames)}", refresh=False)
             bar.update(1)

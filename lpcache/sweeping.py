@@ -12,6 +12,11 @@ the (setting, video) pairs they lack. Tasks run in this process, with joblib ove
 dask.distributed cluster (`backend="dask"`, `scheduler=ADDRESS`); caches, DAVIS root and output folder must
 then be on a filesystem every worker sees.
 
+Protocol: each cache's propagation rule comes from its `protocol` attribute (seed/native/none: the seed's;
+dino, vfs, dinov3: their own; `sweep_protocol`), every cache of one sweep shares it, and an axis the grid does
+not give takes that protocol's default (`grid_from_options(..., defaults=protocols.get(rule).defaults)`).
+sweep.json / provenance.json record it as `propagation_protocol`.
+
 Scores are combined exactly as `lpcache score` does (per-object statistics of the per-frame values in frame
 order, then plain means over objects in set order), so each setting's numbers equal `lpcache propagate` +
 `lpcache score` for that setting to the last bit.
@@ -42,6 +47,7 @@ from .cache import IDENTITY_ATTRS, CachedSequence, FeatureCache
 from .config import PropagationParams, SweepGrid
 from .davis import load_davis, parse_hw, validate_name
 from .errors import InputError
+from .execution import BACKENDS, plan_local, run_parallel, threads_per_process
 from .progress import format_duration, progress_bar
 from .provenance import provenance
 
@@ -49,9 +55,6 @@ log = logging.getLogger(__name__)
 
 SHARD_FORMAT = "lpcache.sweep-shard"
 SHARD_VERSION = 1
-BACKENDS = ("local", "dask")
-#: How long to wait for a dask scheduler to answer.
-DASK_CONNECT_TIMEOUT = "30s"
 
 
 # ----------------------------------------------------------------------------------------------- the grid
@@ -93,13 +96,16 @@ def load_grid(path) -> SweepGrid:
     return SweepGrid.from_mapping(load_grid_mapping(path), where=os.fspath(path))
 
 
-def grid_from_options(grid_file=None, temperature=None, topk=None, radius=None, video_len=None) -> SweepGrid:
-    """A grid from a file and/or comma-separated lists; a list given on the command line replaces the file's."""
+def grid_from_options(grid_file=None, temperature=None, topk=None, radius=None, video_len=None,
+                      defaults=None) -> SweepGrid:
+    """A grid from a file and/or comma-separated lists; a list given on the command line replaces the file's.
+
+    An axis given nowhere takes `defaults[axis]` (a protocol's `.defaults`; None: the seed's)."""
     mapping = load_grid_mapping(grid_file) if grid_file else {}
     where = os.fspath(grid_file) if grid_file else "command line"
     options = {"temperature": temperature, "topk": topk, "radius": radius, "video_len": video_len}
     if grid_file:
-        SweepGrid.from_mapping(mapping, where=where)  # unknown keys / bad values of the file, named as such
+        SweepGrid.from_mapping(mapping, where=where, defaults=defaults)  # the file's own errors, named as such
     for key, text in options.items():
         if text is not None:
             mapping[key] = parse_values(text, "--" + key.replace("_", "-"))
@@ -107,7 +113,22 @@ def grid_from_options(grid_file=None, temperature=None, topk=None, radius=None, 
     if not mapping:
         raise InputError("empty grid: give --grid FILE or at least one of --temperature, --topk, --radius, "
                          "--video-len")
-    return SweepGrid.from_mapping(mapping, where=where)
+    return SweepGrid.from_mapping(mapping, where=where, defaults=defaults)
+
+
+def sweep_protocol(caches: Sequence, expected=None, sequences=None) -> str:
+    """The propagation rule shared by the caches (`run_propagation.cache_protocol` of each, `expected` checked
+    against every one); caches of different rules are an InputError. Known before the grid is built, so a
+    grid's missing axes can take that protocol's defaults."""
+    from .run_propagation import cache_protocol
+
+    rules = {}
+    for cache in caches:
+        rules.setdefault(cache_protocol(cache, expected, sequences), os.fspath(cache))
+    if len(rules) > 1:
+        described = "; ".join(f"{path} propagates under {rule!r}" for rule, path in rules.items())
+        raise InputError(f"caches of different protocols cannot be compared in one sweep: {described}")
+    return next(iter(rules), "seed")
 
 
 # ----------------------------------------------------------------------------------------------- planning
@@ -131,6 +152,7 @@ class VideoTask:
     threads: Optional[int] = None
     done_identity: Optional[Dict] = None     # the sequence identity saved sequences record (propagate's)
     run_record: Optional[Dict] = None        # run-level identity and provenance of saved run folders
+    protocol: str = "seed"                   # the propagation rule (run_propagation.propagation_protocol)
 
     @property
     def settings(self) -> List[PropagationParams]:
@@ -180,7 +202,8 @@ def plan_sweep(caches: Sequence, davis_root, out_dir, grid: SweepGrid, set_name=
                device=None, precision="float32", out_size=None, save_all=False, threads=None) -> SweepPlan:
     """Check every input (grid, caches, protocols, sequences) and build the tasks; nothing is written."""
     from .run_propagation import prepare_jobs, sequence_identity
-    from .propagation.engine import PRECISIONS, resolve_device
+    from .devices import resolve_device
+    from .propagation.engine import PRECISIONS
 
     if precision not in PRECISIONS:
         raise InputError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
@@ -218,7 +241,7 @@ def plan_sweep(caches: Sequence, davis_root, out_dir, grid: SweepGrid, set_name=
                 if save_all else []
             tasks.append(VideoTask(cache.backbone_id, job.cache_path, job.sequence, job.frames, job.first_mask,
                                    tuple(job.out_hw), identity, path, score, save, runs_root, device_name,
-                                   precision, threads, done_identity, record))
+                                   precision, threads, done_identity, record, protocol=job.protocol))
     return SweepPlan(cache_list, sequence_list, settings, grid, os.fspath(out_dir), os.fspath(davis_root),
                      set_name, protocol, tasks, tuple(out_size) if out_size else None)
 
@@ -414,7 +437,7 @@ def _propagate_task(task: VideoTask, runs: Dict, scores: Dict, evaluated: Dict, 
     score_seconds = 0.0
     with CachedSequence(task.cache_path) as cached:
         for t, masks in iter_propagate(cached, task.first_mask, settings, task.out_hw,
-                                       device=task.device, precision=task.precision):
+                                       device=task.device, precision=task.precision, protocol=task.protocol):
             for params, run in runs.items():
                 run.write_frame(name, task.frames[t], final_ids(masks[params]))
             if t in evaluated and scores:
@@ -432,9 +455,9 @@ def _record_saved(task: VideoTask, params, run, seconds):
         return
     record = task.run_record
     identity = _saved_identity(record, task.backbone_id, params)
-    base = provenance(kind="lpcache.sweep", identity=identity, cache_dir=record["cache_dir"],
-                      davis_root=record["davis_root"], set=record["set"], device=record["device"],
-                      precision=task.precision)
+    base = provenance(kind="lpcache.sweep", identity=identity, protocol=task.protocol,
+                      cache_dir=record["cache_dir"], davis_root=record["davis_root"], set=record["set"],
+                      device=record["device"], precision=task.precision)
     entry = {"frames": len(task.frames), "out_hw": list(task.out_hw), "seconds": round(seconds, 3)}
 
     def update(found):
@@ -483,10 +506,12 @@ def _update_shard(task: VideoTask, gt, scores, seconds):
 # ----------------------------------------------------------------------------------------------- scheduling
 def run_tasks(tasks: Sequence[VideoTask], jobs=1, backend="local", scheduler=None, progress=True,
               desc="sweep") -> List[Dict]:
-    """Run the tasks in-process, with joblib (jobs > 1), or on a dask.distributed cluster.
+    """Run the tasks in-process, over local processes (jobs > 1) or on a dask.distributed cluster: one code
+    path, lpcache.execution.run_parallel (on CUDA at most one local process per GPU).
 
     Progress is counted in video frames: tasks with nothing left to do count as done (so the ETA is that of
-    the remaining work); in-process the bar moves frame by frame, showing the video and its settings count.
+    the remaining work); in-process the bar moves frame by frame, showing the video and its settings count;
+    from workers it moves by a whole video as each one finishes.
     """
     done_frames = sum(len(t.frames) for t in tasks if not t.settings)
     total_frames = sum(len(t.frames) for t in tasks)
@@ -495,21 +520,17 @@ def run_tasks(tasks: Sequence[VideoTask], jobs=1, backend="local", scheduler=Non
         return []
     if backend not in BACKENDS:
         raise InputError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    device = tasks[0].device
+    processes, _ = plan_local(jobs, device)
     with progress_bar(total_frames, desc, unit="frame", enabled=progress, initial=done_frames) as bar:
-        if backend == "dask":
-            return _run_dask(tasks, scheduler, bar)
-        if jobs == 1 or len(tasks) == 1:
+        if backend == "local" and (processes == 1 or len(tasks) == 1):
             return [run_task(task, _frame_ticker(task, bar)) for task in tasks]
-        from joblib import Parallel, delayed
-
-        threads = max(1, (os.cpu_count() or 1) // jobs)
-        for task in tasks:
-            task.threads = task.threads or threads
-        out = []
-        for summary in Parallel(n_jobs=jobs, return_as="generator_unordered")(delayed(run_task)(t) for t in tasks):
-            out.append(summary)
-            _video_done(bar, summary, tasks)
-        return out
+        if backend == "local":
+            threads = threads_per_process(processes)
+            for task in tasks:
+                task.threads = task.threads or threads
+        return run_parallel(_run_task_on, tasks, jobs, backend, scheduler, device,
+                            on_result=lambda summary: _video_done(bar, summary, tasks))
 
 
 def _frame_ticker(task: VideoTask, bar):
@@ -534,27 +555,9 @@ def _video_done(bar, summary: Dict, tasks):
             return
 
 
-def _run_dask(tasks, scheduler, bar):
-    if not scheduler:
-        raise InputError("--backend dask needs --scheduler ADDRESS (e.g. tcp://host:8786)")
-    try:
-        from distributed import Client, as_completed
-    except ImportError:
-        raise InputError("--backend dask: the 'distributed' package is not installed (pip install "
-                         "'dask[distributed]')") from None
-    try:
-        client = Client(scheduler, timeout=DASK_CONNECT_TIMEOUT)
-    except (OSError, TimeoutError) as exc:
-        raise InputError(f"--scheduler {scheduler}: cannot connect to the dask scheduler ({exc})") from None
-    try:
-        futures = client.map(run_task, tasks, pure=False)
-        out = []
-        for future in as_completed(futures):
-            out.append(future.result())
-            _video_done(bar, out[-1], tasks)
-        return out
-    finally:
-        client.close()
+def _run_task_on(task: VideoTask, device=None) -> Dict:
+    """run_task in a worker; `device` ("cuda:<i>", given by run_parallel) pins it to its process's GPU."""
+    return run_task(dataclasses.replace(task, device=device) if device else task)
 
 
 # ----------------------------------------------------------------------------------------------- results
@@ -641,6 +644,7 @@ def sweep(caches: Sequence, davis_root, out_dir, grid: SweepGrid, set_name="val"
     record = provenance(kind="lpcache.sweep", caches=[os.path.abspath(c.root) for c in plan.caches],
                         davis_root=os.path.abspath(davis_root), set=set_name, sequences=result.sequences,
                         grid=grid.as_dict(), settings=[p.id for p in plan.settings], protocol=plan.protocol,
+                        propagation_protocol=plan.tasks[0].protocol if plan.tasks else None,
                         device=device_name, precision=precision, backend=backend, jobs=jobs,
                         videos_run=len(summaries), pairs_reused=skipped, saved_runs=saved,
                         seconds=round(seconds, 3))

@@ -25,3 +25,14 @@ def osvos_root():
     if not os.path.isdir(OSVOS):
         pytest.skip(f"real data not found at {OSVOS} (set LPCACHE_SHARED_DATA to a folder holding it)")
     return OSVOS
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread (this 2-core machine is shared; small ops are faster without thread hand-offs)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -6,7 +6,7 @@ import pytest
 
 from lpcache.davis import read_mask, resize_mask_nearest
 from lpcache.errors import InputError
-from lpcache.propagation.labels import argmax_last, downsample_onehot, label_ids, upsample_argmax
+from lpcache.propagation.labels import argmax_ids, downsample_onehot, label_ids, upsample_argmax
 
 
 def test_channels_sorted_by_bgr_colour_id8_between_0_and_1():
@@ -39,10 +39,10 @@ def test_downsample_samples_the_two_centre_pixels_per_axis():
 
 def test_argmax_first_maximum_wins():
     values = np.array([[[0.2, 0.5, 0.5], [0.7, 0.7, 0.1], [0.1, 0.2, 0.3]]], dtype=np.float32)
-    assert argmax_last(values).tolist() == [[1, 0, 2]]
+    assert argmax_ids(values, np.arange(values.shape[-1])).tolist() == [[1, 0, 2]]
     rng = np.random.default_rng(2)
     many = rng.integers(0, 4, size=(50, 60, 5)).astype(np.float32)  # many ties
-    np.testing.assert_array_equal(argmax_last(many), np.argmax(many, axis=-1))
+    np.testing.assert_array_equal(argmax_ids(many, np.arange(many.shape[-1])), np.argmax(many, axis=-1))
 
 
 def test_upsample_maps_channels_back_to_ids():

@@ -94,11 +94,12 @@ def _tiny_davis(root, n_frames=2, hw=(64, 96)):
 
 def test_extract_under_the_dino_protocol_feeds_dinos_own_input(tmp_path):
     """`lpcache extract --protocol dino`: the network gets dino.prepare_frame's input (DINO's resize rule and
-    normalisation), the cache records the protocol, and propagate refuses what its engine does not implement."""
+    normalisation), the cache records the protocol, and propagate runs DINO's rule and defaults on it."""
     import os
 
     import torch
     import torch.nn.functional as F
+    from PIL import Image
 
     from lpcache import backbones
     from lpcache.cache import FeatureCache
@@ -121,9 +122,13 @@ def test_extract_under_the_dino_protocol_feeds_dinos_own_input(tmp_path):
         with torch.no_grad():
             expected = F.normalize(model(x[None].contiguous()).float(), dim=1).permute(0, 2, 3, 1)[0].numpy()
         assert np.array_equal(stored[t], expected)
-    with pytest.raises(InputError, match="protocol 'dino'.*seed rule"):
-        propagate(result.backbone_dir, root, str(tmp_path / "runs"), progress=False)
-    assert not os.path.exists(tmp_path / "runs" / os.path.basename(result.backbone_dir))
+    run = propagate(result.backbone_dir, root, str(tmp_path / "runs"), dino.PROTOCOL.setting(), device="cpu",
+                    progress=False)
+    assert os.path.basename(run) == f"{os.path.basename(result.backbone_dir)}__t0.1_k5_r12_L7"
+    first = np.array(Image.open(os.path.join(root, "Annotations", "480p", "clip", "00000.png")))
+    expected = dino.reference(torch.from_numpy(stored), first, dino.PROTOCOL.defaults, first.shape)
+    for t, mask in enumerate(expected):
+        assert np.array_equal(np.array(Image.open(os.path.join(run, "clip", f"{t:05d}.png"))), mask)
 
 
 def test_frame_protocols_cover_the_registry():

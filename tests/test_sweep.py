@@ -23,7 +23,7 @@ from lpcache.errors import InputError
 from lpcache.metrics import GLOBAL_COLUMNS
 from lpcache.run_propagation import propagate
 from lpcache.report import read_results_csv
-from lpcache.sweeping import grid_from_options, sweep
+from lpcache.sweeping import sweep
 
 SHORT = ["car-shadow", "motocross-jump", "scooter-black"]
 N_FRAMES = 5
@@ -89,17 +89,6 @@ def full_sweep(short_data, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("sweepout"))
     result = sweep([cache_a], root, out, GRID, save_best=2, threads=1, progress=False)
     return result, out
-
-
-@pytest.fixture
-def one_thread():
-    """torch on one thread (this 2-core machine is shared; small ops are faster without thread hand-offs)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ----------------------------------------------------------------------------------------------- exactness

@@ -43,9 +43,9 @@ def test_dask_cluster_gives_the_local_csvs(short_data, tmp_path):
 
 
 def test_unreachable_scheduler_is_an_input_error(short_data, tmp_path, monkeypatch):
-    import lpcache.sweeping
+    import lpcache.execution
 
-    monkeypatch.setattr(lpcache.sweeping, "DASK_CONNECT_TIMEOUT", "2s")
+    monkeypatch.setattr(lpcache.execution, "DASK_CONNECT_TIMEOUT", "2s")
     root, cache_a, _ = short_data
     with pytest.raises(InputError, match="cannot connect to the dask scheduler"):
         sweep([cache_a], root, str(tmp_path / "out"), SweepGrid(), sequences=["car-shadow"], backend="dask",

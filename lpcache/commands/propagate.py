@@ -10,6 +10,7 @@ EXAMPLE = """\b
 Examples:
   lpcache propagate --cache cache --davis DAVIS --out runs --score
   lpcache propagate --cache cache/r18_crw-seed --davis DAVIS --out runs --preset vits8 --sequences bear,dog
+  lpcache propagate --cache cache/dino_vits16-dino --davis DAVIS --out runs --protocol dino --score
 """
 
 
@@ -21,8 +22,9 @@ Examples:
 @options.set_option
 @options.sequences_option
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
-              help="Named parameters (vits8: 0.5/12/32/20).")
+              help="Named parameters of the seed protocol (vits8: 0.5/12/32/20).")
 @options.grid_options(lists=False)
+@options.protocol_option
 @options.device_option
 @options.precision_option
 @click.option("--out-size", default=None, metavar="HxW",
@@ -32,23 +34,25 @@ Examples:
 @options.progress_option
 @options.verbose_option
 def command(cache_dir, davis_root, out_dir, set_name, sequences, preset, temperature, topk, radius, video_len,
-            device, precision, out_size, score, jobs, progress):
+            protocol, device, precision, out_size, score, jobs, progress):
     """Propagate first-frame masks through a feature cache (docs/propagation.md); resumable.
 
-    --cache is a backbone folder, or the root given to `lpcache extract` when it holds one backbone.
+    --cache is a backbone folder, or the root given to `lpcache extract` when it holds one backbone. The
+    propagation rule and the parameters not given are the cache's protocol's (`lpcache protocols`).
     """
     from .. import scoring
     from ..cache import resolve_backbone_dir
     from ..davis import parse_hw
     from ..progress import handle_interrupt
-    from ..run_propagation import describe_kept, propagate_run
+    from ..run_propagation import cache_protocol, describe_kept, propagate_run, protocol_setting
 
     explicit = {"temperature": temperature, "topk": topk, "radius": radius, "video_len": video_len}
     explicit = {k: v for k, v in explicit.items() if v is not None}
     if preset and explicit:
         raise InputError(f"--preset {preset} cannot be combined with --{', --'.join(k.replace('_', '-') for k in explicit)}")
-    params = (PRESETS[preset] if preset else PropagationParams(**explicit)).validate()
+    PropagationParams(**explicit).validate()   # the given values, checked before any file is read
     backbone_dir = resolve_backbone_dir(cache_dir)
+    params = protocol_setting(cache_protocol(backbone_dir, protocol, sequences), preset, backbone_dir, **explicit)
     with handle_interrupt(lambda: describe_kept(backbone_dir, out_dir, params, precision)):
         outcome = propagate_run(backbone_dir, davis_root, out_dir, params, set_name=set_name, sequences=sequences,
                                 device=device, precision=precision, score=score,

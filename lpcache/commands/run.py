@@ -3,12 +3,12 @@ import click
 
 from . import echo_written
 from .. import options
-from ..config import FRAME_PROTOCOLS as PROTOCOLS
 
 EXAMPLE = """\b
 Examples:
   lpcache run --davis DAVIS --workdir work --sequences bear,blackswan
   lpcache run --davis DAVIS --workdir work --backbone timm:resnet18 --temperature 0.05,0.7 --topk 5,8
+  lpcache run --davis DAVIS --workdir work --backbone dino_vits16 --checkpoint dino.pth --protocol dino
 """
 
 
@@ -24,8 +24,10 @@ Examples:
 @click.option("--trust-checkpoint", is_flag=True,
               help="Load the checkpoint with full unpickling: only for files you trust.")
 @click.option("--random-init", is_flag=True, help="Random weights when no checkpoint is given (tests, timing).")
-@click.option("--protocol", type=click.Choice(PROTOCOLS), default="seed", show_default=True,
-              help="seed: frames and GT at 480x880 (published numbers); native: frames at their own size.")
+@options.protocol_option(default="seed", show_default=True,
+                         help="Frames extracted, propagated and scored under this protocol (`lpcache protocols`): "
+                              "seed: frames and GT at 480x880 (published numbers); native: frames at their own "
+                              "size; dino, vfs, dinov3: each reference's input, rule and defaults.")
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True,
               help="Cache dtype.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1), help="Frames per forward pass.")
@@ -44,14 +46,19 @@ def command(davis_root, workdir, set_name, sequences, backbone, checkpoint, trus
             precision, jobs, progress):
     """Evaluate a backbone end to end and print the J&F table.
 
-    One value per grid option propagates one setting; several values (or --grid) run a sweep.
+    One value per grid option propagates one setting; several values (or --grid) run a sweep. Parameters not
+    given take the protocol's defaults.
     """
+    from .. import protocols
     from ..pipeline import run_pipeline
     from ..progress import handle_interrupt
+    from ..run_propagation import propagation_protocol
     from ..sweeping import grid_from_options
 
     values = (temperature, topk, radius, video_len)
-    grid = grid_from_options(grid_file, *values) if grid_file or any(v is not None for v in values) else None
+    defaults = protocols.get(propagation_protocol({"protocol": protocol})).defaults
+    grid = grid_from_options(grid_file, *values, defaults=defaults) \
+        if grid_file or any(v is not None for v in values) else None
     with handle_interrupt(f"the cache and finished sequences in {workdir}"):
         result = run_pipeline(davis_root, workdir, backbone=backbone, checkpoint=checkpoint, random_init=random_init,
                               trust_checkpoint=trust_checkpoint, set_name=set_name, sequences=sequences,

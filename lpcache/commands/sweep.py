@@ -10,6 +10,7 @@ EXAMPLE = """\b
 Examples:
   lpcache sweep --cache cache --davis DAVIS --out sweep --temperature 0.05,0.1,0.7 --topk 5,8,12
   lpcache sweep --cache cache/a-seed --cache cache/b-seed --davis DAVIS --out sweep --grid grid.toml
+  lpcache sweep --cache cache/dino_vits16-dino --davis DAVIS --out sweep --protocol dino --topk 3,5,10
 """
 #: The console lists every setting of a grid up to this size, else the best TOP_SHOWN.
 ALL_SHOWN_UP_TO = 20
@@ -27,6 +28,7 @@ TOP_SHOWN = 10
 @click.option("--grid", "grid_file", default=None, type=click.Path(),
               help="Grid file (.toml or .json): lists under temperature, topk, radius, video_len.")
 @options.grid_options
+@options.protocol_option
 @options.jobs_option(help="Videos in parallel (joblib, local backend).")
 @click.option("--backend", default="local", show_default=True, type=click.Choice(["local", "dask"]),
               help="Where videos run: this machine, or a dask.distributed cluster (--scheduler).")
@@ -42,16 +44,21 @@ TOP_SHOWN = 10
               help="torch threads per task.  [default: cores / jobs]")
 @options.progress_option
 @options.verbose_option
-def command(caches, davis_root, out_dir, set_name, sequences, grid_file, temperature, topk, radius, video_len, jobs,
-            backend, scheduler, device, precision, out_size, save_best, save_all, threads, progress):
-    """Propagate and score a whole hyper-parameter grid; resumable; writes a leaderboard and plots."""
+def command(caches, davis_root, out_dir, set_name, sequences, grid_file, temperature, topk, radius, video_len,
+            protocol, jobs, backend, scheduler, device, precision, out_size, save_best, save_all, threads, progress):
+    """Propagate and score a whole hyper-parameter grid; resumable; writes a leaderboard and plots.
+
+    The propagation rule is the caches' protocol (all must share it); an axis not given takes its default.
+    """
     from ..cache import resolve_backbone_dir
     from ..pipeline import sweep_table
     from ..progress import handle_interrupt
-    from ..sweeping import describe_kept, grid_from_options, sweep
+    from .. import protocols
+    from ..sweeping import describe_kept, grid_from_options, sweep, sweep_protocol
 
-    grid = grid_from_options(grid_file, temperature, topk, radius, video_len)
     backbone_dirs = [resolve_backbone_dir(c) for c in caches]
+    defaults = protocols.get(sweep_protocol(backbone_dirs, protocol, sequences)).defaults
+    grid = grid_from_options(grid_file, temperature, topk, radius, video_len, defaults=defaults)
     with handle_interrupt(lambda: describe_kept(out_dir)):
         result = sweep(backbone_dirs, davis_root, out_dir, grid, set_name=set_name, sequences=sequences, jobs=jobs,
                        backend=backend, scheduler=scheduler, device=device, precision=precision,

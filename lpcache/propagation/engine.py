@@ -231,27 +231,33 @@ class _Affinity:
         return values, index
 
 
-class _Setting:
-    """One setting's fed-back soft labels and its mixing step under a protocol's switches."""
+class _Group:
+    """Settings sharing a radius and a context length: one merged candidate list per target for all of them
+    (each setting takes its first n candidates: the tie rule orders candidates totally, so the top n of the
+    longest list is the top n), then the mixing batched over the settings that keep the same number of
+    candidates. Each setting feeds back its own soft labels."""
 
-    def __init__(self, params: PropagationParams, first_soft: torch.Tensor, switches, candidates: int):
-        self.params = params
+    def __init__(self, settings: Sequence[PropagationParams], first_soft: torch.Tensor, switches,
+                 candidates: Dict[PropagationParams, int]):
+        self.settings = list(settings)
+        self.radius, self.video_len = settings[0].radius, settings[0].video_len
         self.switches = switches
-        self.candidates = candidates     # merged candidates kept per cell: k, or k + margin when ties are kept
-        self.soft = {0: first_soft}      # frame -> (hw, K)
+        self.candidates = candidates     # per setting: k, or k + margin when ties with the k-th are kept
+        self.longest = max(candidates[p] for p in settings)
+        self.soft = {p: {0: first_soft} for p in settings}      # setting -> frame -> (hw, K)
 
-    def step(self, t, shared: _Shared) -> torch.Tensor:
-        p, rule, n = self.params, self.switches, self.candidates
-        slots = context_frames(rule.context, t, p.video_len)
+    def step(self, t, shared: _Shared) -> Dict[PropagationParams, torch.Tensor]:
+        rule, n = self.switches, self.longest
+        slots = context_frames(rule.context, t, self.video_len)
         frames = sorted(set(slots))
         label_row = {f: row for row, f in enumerate(frames)}
-        labels = torch.cat([self.soft[f] for f in frames], 0)             # (R*hw, K)
-        hw = labels.shape[0] // len(frames)
+        hw = shared.values[self.radius].shape[1]
         windowed = slots if rule.first_frame_masked else slots[1:]
-        rows = torch.tensor([shared.sources[f] for f in windowed], device=labels.device)
-        offsets = torch.tensor([label_row[f] * hw for f in windowed], device=labels.device)
-        slot_values = shared.values[p.radius][rows, :, :n]                 # (S, hw, n)
-        slot_index = shared.index[p.radius][rows, :, :n] + offsets[:, None, None]
+        device = shared.values[self.radius].device
+        rows = torch.tensor([shared.sources[f] for f in windowed], device=device)
+        offsets = torch.tensor([label_row[f] * hw for f in windowed], device=device)
+        slot_values = shared.values[self.radius][rows, :, :n]             # (S, hw, n)
+        slot_index = shared.index[self.radius][rows, :, :n] + offsets[:, None, None]
         # the slots in context order (frame 0 first, then the others oldest first), each list in tie-rule
         # order: merge_topk then breaks ties by (slot, position) as the tie rule says
         value_lists = slot_values.permute(1, 0, 2).reshape(hw, len(windowed) * n)
@@ -260,20 +266,30 @@ class _Setting:
             value_lists = torch.cat([shared.first_values[:, :n], value_lists], 1)
             index_lists = torch.cat([shared.first_index[:, :n] + label_row[0] * hw, index_lists], 1)
         values, label_index = kernels.merge_topk(value_lists, index_lists, n)
-        if rule.weighting == "softmax_topk":
-            pred = kernels.mix_labels(values, label_index, labels, p.temperature)
-        else:
-            weights, beyond = kernels.candidate_weights(rule.weighting, values, p.topk, p.temperature)
-            if bool(beyond.any()):
-                raise InputError(f"frame {t}: more than {n} candidates tie with the {p.topk}-th of setting {p.id} "
-                                 f"in {int(beyond.sum())} cell(s); the kept set would not be exact")
-            pred = kernels.mix_weighted(weights, label_index, labels)
+        preds = {}
+        for count in sorted({self.candidates[p] for p in self.settings}):
+            batch = [p for p in self.settings if self.candidates[p] == count]
+            weights = torch.stack([self._weights(t, p, values[:, :count]) for p in batch])    # (B, hw, count)
+            banks = torch.stack([torch.cat([self.soft[p][f] for f in frames], 0) for p in batch])
+            mixed = kernels.mix_weighted(weights, label_index[:, :count], banks)            # (B, hw, K)
             if rule.weighting == "topk_then_softmax":                      # DINOv3 renormalises per cell
-                pred = pred / pred.sum(dim=1, keepdim=True)
-        self.soft[t] = pred
-        for frame in [f for f in self.soft if 0 < f <= t - p.video_len]:
-            del self.soft[frame]
-        return pred
+                mixed = mixed / mixed.sum(dim=-1, keepdim=True)
+            preds.update(zip(batch, mixed))
+        for p, pred in preds.items():
+            history = self.soft[p]
+            history[t] = pred
+            for frame in [f for f in history if 0 < f <= t - self.video_len]:
+                del history[frame]
+        return preds
+
+    def _weights(self, t, params: PropagationParams, values: torch.Tensor) -> torch.Tensor:
+        """One setting's weights of its first candidates; refuses ties it cannot keep exactly."""
+        weights, beyond = kernels.candidate_weights(self.switches.weighting, values, params.topk,
+                                                    params.temperature)
+        if bool(beyond.any()):
+            raise InputError(f"frame {t}: more than {values.shape[1]} candidates tie with the {params.topk}-th of "
+                             f"setting {params.id} in {int(beyond.sum())} cell(s); the kept set would not be exact")
+        return weights
 
 
 #: Extra candidates kept per list (beyond k) for weightings that keep ties with the k-th (KEEPS_TIES).
@@ -288,7 +304,7 @@ def iter_propagate(frames_feats, first_mask_ids: np.ndarray, settings: Sequence[
     frames_feats: a CachedSequence (streamed with read-ahead), or an array/tensor (T, h, w, C) of
     L2-normalised features (float16 or float32; computed in float32 unless `precision` says otherwise).
     first_mask_ids: frame 0's ids; resized with PIL NEAREST to out_hw if its size differs. Frame 0's
-    output is that (resized) annotation. Work shared between settings: each (target, source frame)
+    output is the protocol's first_output of that annotation (the annotation itself for most). Work shared between settings: each (target, source frame)
     affinity computed once for the largest radius and context length; per-source-frame top-kmax lists
     per radius; every setting derived from them (propagation-spec.md section 13). tile_hw / block (query
     tile shape, targets per block) default to the device's choice; they change speed, never the masks.
@@ -310,15 +326,19 @@ def iter_propagate(frames_feats, first_mask_ids: np.ndarray, settings: Sequence[
     out_hw = tuple(int(v) for v in out_hw)
     rule = _protocol(protocol)
     switches = rule.switches
-    label_ids(resize_mask_nearest(np.asarray(first_mask_ids), out_hw))   # InputError when there is no object
-    first_out = rule.first_output(np.asarray(first_mask_ids), out_hw)
-    ids, first_labels = rule.init_labels(np.asarray(first_mask_ids), grid_hw)
+    first_mask = resize_mask_nearest(np.asarray(first_mask_ids), out_hw)   # labels start from the output size
+    label_ids(first_mask)                                                     # InputError when there is no object
+    first_out = rule.first_output(first_mask, out_hw)
+    ids, first_labels = rule.init_labels(first_mask, grid_hw)
     first_soft = torch.from_numpy(np.ascontiguousarray(first_labels, dtype=np.float32)).reshape(-1, len(ids))
     first_soft = first_soft.to(device)
     margin = min(TIE_MARGIN, grid_hw[0] * grid_hw[1]) if switches.weighting in KEEPS_TIES else 0
     candidates = {p: p.topk + margin for p in settings}
     max_len = max(p.video_len for p in settings)
-    states = [_Setting(p, first_soft, switches, candidates[p]) for p in settings]
+    groups = {}
+    for p in settings:
+        groups.setdefault((p.radius, p.video_len), []).append(p)
+    groups = [_Group(members, first_soft, switches, candidates) for members in groups.values()]
     previous_tf32 = _set_tf32(precision == "tf32", device)
     try:
         affinity = _Affinity(grid_hw, channels, [p.radius for p in settings], max(candidates.values()), max_len,
@@ -340,9 +360,12 @@ def iter_propagate(frames_feats, first_mask_ids: np.ndarray, settings: Sequence[
             for offset, shared in enumerate(shared_lists):
                 start = time.perf_counter()
                 out = {}
-                for state in states:
-                    soft = state.step(t + offset, shared).reshape(grid_hw[0], grid_hw[1], len(ids))
-                    out[state.params] = rule.decode_labels(soft.float().cpu().numpy(), ids, out_hw)
+                preds = {}
+                for group in groups:
+                    preds.update(group.step(t + offset, shared))
+                for params in settings:             # in the order given
+                    soft = preds[params].reshape(grid_hw[0], grid_hw[1], len(ids))
+                    out[params] = rule.decode_labels(soft.float().cpu().numpy(), ids, out_hw)
                 mix_seconds += time.perf_counter() - start
                 shared_lists[offset] = None
                 yield t + offset, out

@@ -263,15 +263,17 @@ def mix_labels(values: torch.Tensor, label_index: torch.Tensor, labels: torch.Te
 
 
 def mix_weighted(weights: torch.Tensor, label_index: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Sum of weights (hw, n) times the labels rows (R, K) picked by label_index (hw, n): (hw, K).
+    """Sum of weights (hw, n) times the labels rows (R, K) picked by label_index (hw, n): (hw, K); batched
+    over settings with weights (B, hw, n) and labels (B, R, K): (B, hw, K).
 
     The n terms are added one by one in the order of the kept candidates (first to last), so the sum is
-    the same bits whatever the vector width or k_max of the run.
+    the same bits whatever the vector width, the batch or k_max of the run.
     """
-    terms = weights[:, :, None] * labels[label_index]          # (hw, n, K)
-    mixed = terms[:, 0]
-    for column in range(1, terms.shape[1]):
-        mixed = mixed + terms[:, column]
+    picked = labels[label_index] if labels.dim() == 2 else labels[:, label_index]   # (..., hw, n, K)
+    terms = weights[..., None] * picked
+    mixed = terms[..., 0, :]
+    for column in range(1, terms.shape[-2]):
+        mixed = mixed + terms[..., column, :]
     return mixed
 
 

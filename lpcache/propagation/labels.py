@@ -55,8 +55,7 @@ def upsample_argmax(soft: np.ndarray, ids: np.ndarray, out_hw) -> np.ndarray:
     height, width = out_hw
     soft = np.ascontiguousarray(soft, dtype=np.float32)
     big = cv2.resize(soft, (width, height), interpolation=cv2.INTER_LINEAR)
-    big = big.reshape(height, width, soft.shape[-1])
-    return final_ids(ids)[argmax_last(big)]
+    return argmax_ids(big.reshape(height, width, soft.shape[-1]), final_ids(ids))
 
 
 def final_ids(ids: np.ndarray) -> np.ndarray:
@@ -65,13 +64,15 @@ def final_ids(ids: np.ndarray) -> np.ndarray:
     return np.where(ids == VOID, 0, ids).astype(ids.dtype, copy=False) if np.any(ids == VOID) else ids
 
 
-def argmax_last(values: np.ndarray) -> np.ndarray:
-    """np.argmax over the last axis (first maximum wins), fast for few channels."""
+def argmax_ids(values: np.ndarray, names: np.ndarray) -> np.ndarray:
+    """names[np.argmax(values, axis=-1)] as uint8 (first maximum wins), without an index array: each channel
+    that is strictly greater than the best so far writes its name (fast for few channels)."""
+    names = np.asarray(names, dtype=np.uint8)
     best = values[..., 0].copy()
-    index = np.zeros(best.shape, dtype=np.intp)
+    out = np.full(best.shape, names[0], dtype=np.uint8)
     for channel in range(1, values.shape[-1]):
         plane = values[..., channel]
         better = plane > best
         np.copyto(best, plane, where=better)
-        index[better] = channel
-    return index
+        np.copyto(out, names[channel], where=better)
+    return out
