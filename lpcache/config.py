@@ -43,11 +43,6 @@ class PropagationParams:
         return dataclasses.asdict(self)
 
 
-#: Every frame protocol `lpcache extract --protocol` accepts: lpcache's own two (seed, native), then the protocol
-#: plug-ins whose module defines the reference's preprocessing (lpcache/protocols/<name>.py; tests/test_protocols.py
-#: keeps this list equal to the registry's).
-FRAME_PROTOCOLS = ("seed", "native", "dino", "vfs", "dinov3")
-
 #: --precision choices: the dtype of the affinity products (top-k, softmax and labels stay float32).
 PRECISIONS = ("float32", "tf32", "float16", "bfloat16")
 

@@ -38,7 +38,7 @@ from .devices import resolve_device
 from .errors import InputError
 from .progress import progress_bar
 from .provenance import provenance, versions
-from .transforms import PROTOCOLS, input_hw as protocol_input_hw, normalize, prepare_frame
+from .transforms import input_hw as protocol_input_hw, normalize, prepare_frame
 
 log = logging.getLogger(__name__)
 RANDOM_INIT = "random-init"
@@ -354,8 +354,9 @@ def extract(davis_root=None, cache_dir="cache", backbone="efficientnet_lite0", c
     `trust_checkpoint`: load the checkpoint with full unpickling (only for files you trust); recorded as
     `checkpoint_trusted` in each file's provenance.
     """
-    if protocol not in PROTOCOLS:
-        raise InputError(f"protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
+    from . import protocols
+
+    protocols.get(protocol)   # an unknown name is an InputError listing the registered ones
     if batch_size < 1:
         raise InputError(f"batch size {batch_size}: must be at least 1")
     if dtype not in ("float16", "float32"):

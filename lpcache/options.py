@@ -31,7 +31,7 @@ import sys
 
 import click
 
-from .config import FRAME_PROTOCOLS, PRECISIONS, PropagationParams
+from .config import PRECISIONS, PropagationParams
 
 #: Default of --num-workers everywhere (JPEG decoding processes of extract / run / demo).
 NUM_WORKERS = 2
@@ -101,10 +101,26 @@ progress_option = _shared(
     help="Show progress: bars on a terminal, a plain line every 10 s / 10 % otherwise.")
 
 
+class ProtocolName(click.ParamType):
+    """A registered protocol's name (lpcache.protocols), checked when given: the registry (which imports the
+    plug-in modules) is not loaded at start-up, and a new plug-in module needs no edit here."""
+
+    name = "protocol"
+
+    def convert(self, value, param, ctx):
+        from . import protocols
+        from .errors import InputError
+
+        try:
+            return protocols.get(value).name
+        except InputError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 #: --protocol (dest protocol): None = the cache's (propagate, sweep). `lpcache run` (and extract) use it with
 #: `default="seed", show_default=True` and their own help: there it is the protocol frames are extracted under.
 protocol_option = _shared(
-    "--protocol", type=click.Choice(FRAME_PROTOCOLS), default=None,
+    "--protocol", type=ProtocolName(), default=None,
     help=_shown("Protocol (`lpcache protocols`): its propagation rule and default parameters; must agree with "
                 "the cache's (native counts as seed).", "the cache's protocol"))
 

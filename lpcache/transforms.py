@@ -17,12 +17,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .config import FRAME_PROTOCOLS
 from . import images
 from .errors import InputError
 
 SEED_HW = (480, 880)
-PROTOCOLS = FRAME_PROTOCOLS  # (lpcache.config: importable without torch, for the CLI's option choices)
 
 
 def input_hw(protocol: str, orig_hw, multiple: int) -> Tuple[int, int]:
@@ -31,11 +29,9 @@ def input_hw(protocol: str, orig_hw, multiple: int) -> Tuple[int, int]:
         return SEED_HW
     if protocol == "native":
         return tuple(max(multiple, math.floor(v / multiple + 0.5) * multiple) for v in orig_hw)
-    if protocol in PROTOCOLS:
-        from . import protocols
+    from . import protocols
 
-        return tuple(protocols.get(protocol).input_hw(tuple(orig_hw), multiple))
-    raise InputError(f"protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
+    return tuple(protocols.get(protocol).input_hw(tuple(orig_hw), multiple))   # InputError for an unknown name
 
 
 def read_rgb(path) -> Image.Image:

@@ -46,7 +46,9 @@ def _toy_write(path, ids):
 
 
 def test_a_dataset_registered_elsewhere_is_found_by_name(tmp_path, monkeypatch):
-    monkeypatch.setattr(datasets, "_REGISTRY", dict(datasets._REGISTRY))  # leave the real registry untouched
+    registry = datasets.REGISTRY                 # leave the real registry untouched
+    monkeypatch.setattr(registry, "_items", dict(registry._items))
+    monkeypatch.setattr(registry, "_modules", dict(registry._modules))
     toy = datasets.register(datasets.Dataset("toy_parts", "grey part ids", _toy_sequences, _toy_read, _toy_write,
                                              metric="davis_jf"))
     for seq in ("b", "a"):

@@ -2,7 +2,6 @@
 import click
 
 from .. import options
-from ..config import FRAME_PROTOCOLS as PROTOCOLS
 
 EXAMPLE = """\b
 Examples:
@@ -26,8 +25,10 @@ Examples:
 @click.option("--filelist", type=click.Path(), help="Seed file list (<image dir> <annotation dir> per line), "
               "relative to --davis.")
 @options.sequences_option(help="Comma-separated subset of the set or list.  [default: all of the set]")
-@click.option("--protocol", type=click.Choice(PROTOCOLS), default="seed", show_default=True,
-              help="seed: frames at 480x880 (published numbers); native: frames at their own size.")
+@options.protocol_option(default="seed", show_default=True,
+                         help="Frame protocol (`lpcache protocols`): seed: 480x880 (published numbers); native: "
+                              "the frames' own size; dino, vfs, dinov3: each reference's own resize and "
+                              "normalisation.")
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True,
               help="Cache dtype.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1),

@@ -4,7 +4,7 @@
 Built in: "davis_jf" (lpcache/evaluation/davis_jf.py), the DAVIS J&F scorer of lpcache.metrics, bit-identical
 to the official code; `lpcache.scoring` (score, propagate --score, the sweep) runs the same core.
 
-The next datasets register theirs the same way, in their own module (listed in BUILTIN), e.g.:
+The next datasets register theirs the same way, in their own module (found by the registry), e.g.:
 
     # lpcache/evaluation/jhmdb_pck.py: keypoints decoded per joint channel, PCK at alpha = 0.1 and 0.2
     register(Metric(
@@ -22,42 +22,11 @@ The next datasets register theirs the same way, in their own module (listed in B
         accumulator=ConfusionSum,       # sums the matrices over frames; .rows() -> per-class IoU
         summarize=nanmean_iou, columns=("mIoU",)))
 """
-from typing import Dict, List
-
-from ..errors import InputError
+from ..registry import Registry
 from .base import Metric  # noqa: F401
 
-_REGISTRY: Dict[str, Metric] = {}
-
-#: Built-in metric modules (each registers itself on import).
-BUILTIN: List[str] = ["davis_jf"]
-
-
-def register(metric: Metric) -> Metric:
-    """Add a metric under its name (each name once)."""
-    if metric.name in _REGISTRY:
-        raise ValueError(f"metric {metric.name!r} registered twice")
-    _REGISTRY[metric.name] = metric
-    return metric
-
-
-def get(name: str) -> Metric:
-    """The metric called `name`, or an InputError listing the known ones."""
-    _load_builtin()
-    if name not in _REGISTRY:
-        raise InputError(f"metric {name!r}: expected one of {', '.join(names())}")
-    return _REGISTRY[name]
-
-
-def names() -> List[str]:
-    """Registered metric names, built-ins first."""
-    _load_builtin()
-    return list(_REGISTRY)
-
-
-def _load_builtin():
-    """Import the built-in metric modules (each registers itself on import)."""
-    import importlib
-
-    for module in BUILTIN:
-        importlib.import_module(f"{__name__}.{module}")
+#: The metric registry: every module of this package but `base` registers its metric(s) on first lookup.
+REGISTRY = Registry("metric", __name__, first=["davis_jf"])
+register = REGISTRY.register
+get = REGISTRY.get
+names = REGISTRY.names
