@@ -6,7 +6,8 @@
     python benchmarks/bench_propagate.py --rss-only --rss-frames 104                     # peak RSS only
 
 Features: random unit vectors (seed 0) written once to a temporary float16 cache; both sides read them.
-Per-frame times are steady-state (targets t > video_len, where every target has its full context); the
+Per-frame times: all targets, early ones (t <= video_len, whose context is padded with frame 0) and
+steady-state ones (t > video_len, where every target has its full context); the
 seed baseline is timed on --baseline-frames such targets only (it is slow). Also prints the CPU's float32
 GEMM rate and how close the engine runs to it on the work it cannot avoid (frame-0 full product +
 in-radius products of the short-term frames).
@@ -161,8 +162,9 @@ def main():
         cpu_steady = cpu_per_frame[params.video_len + 1:]
         print(f"lpcache  {args.grid}x{args.channels} ({args.precision}): {frames} frames in {per_frame.sum():.2f} s; "
               f"per frame: "
-              f"all targets {per_frame[1:].mean():.3f} s, steady (t > {params.video_len}) {steady.mean():.3f} s "
-              f"wall, {cpu_steady.mean():.3f} s CPU")
+              f"all targets {per_frame[1:].mean():.3f} s, early (t <= {params.video_len}) "
+              f"{per_frame[1:params.video_len + 1].mean():.3f} s, steady (t > {params.video_len}) {steady.mean():.3f} s "
+              f"wall, {cpu_steady.mean():.3f} s CPU (early {cpu_per_frame[1:params.video_len + 1].mean():.3f} s CPU)")
         mask = first_mask()
         ids = label_ids(mask)
         soft = torch.from_numpy(downsample_onehot(mask, ids, grid_hw)).reshape(-1, len(ids))

@@ -29,7 +29,7 @@ TOP_SHOWN = 10
               help="Grid file (.toml or .json): lists under temperature, topk, radius, video_len.")
 @options.grid_options
 @options.protocol_option
-@options.jobs_option(help="Videos in parallel (joblib, local backend).")
+@options.jobs_option(help="Videos in parallel (local processes; on CUDA at most one per visible GPU).")
 @click.option("--backend", default="local", show_default=True, type=click.Choice(["local", "dask"]),
               help="Where videos run: this machine, or a dask.distributed cluster (--scheduler).")
 @click.option("--scheduler", default=None, help="dask scheduler address for --backend dask, e.g. tcp://host:8786.")
