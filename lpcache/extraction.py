@@ -308,6 +308,22 @@ class BatchForward:
         return result
 
 
+def _follow_reference_forward(protocol, model, forward):
+    """A protocol plug-in's forward as its reference runs it: frames one at a time and/or attention computed
+    explicitly (timm's `fused_attn = False` on every attention module), where the protocol says so."""
+    from . import protocols
+
+    rule = protocols.get(protocol)
+    if rule.frames_per_forward:
+        forward.limit = rule.frames_per_forward
+    if not rule.fused_attention:
+        for module in model.modules():
+            if hasattr(module, "fused_attn"):
+                module.fused_attn = False
+    log.info("protocol %s: %s frame(s) per forward pass, %s attention", protocol, forward.limit or "batch",
+             "fused" if rule.fused_attention else "explicit")
+
+
 @contextlib.contextmanager
 def _exact_float32(device, enabled):
     """On CUDA, float32 convolutions and matrix products without TF32 (on by default for cuDNN), so float32
@@ -383,6 +399,7 @@ def extract(davis_root=None, cache_dir="cache", backbone="efficientnet_lite0", c
     except OSError as exc:
         raise InputError(f"{backbone_dir}: cannot create the cache folder ({exc})") from None
     forward = BatchForward(model, spec, device, amp)
+    _follow_reference_forward(protocol, model, forward)
     writer = BackgroundWriter(backbone_dir, todo, spec.channels, dtype)
     loop_started = time.perf_counter()
     try:

@@ -94,7 +94,8 @@ def _tiny_davis(root, n_frames=2, hw=(64, 96)):
 
 def test_extract_under_the_dino_protocol_feeds_dinos_own_input(tmp_path):
     """`lpcache extract --protocol dino`: the network gets dino.prepare_frame's input (DINO's resize rule and
-    normalisation), the cache records the protocol, and propagate runs DINO's rule and defaults on it."""
+    normalisation), one frame per forward pass with attention computed explicitly as DINO's ViT does (even
+    when asked for batches of 4), the cache records the protocol, and propagate runs DINO's rule and defaults."""
     import os
 
     import torch
@@ -110,10 +111,12 @@ def test_extract_under_the_dino_protocol_feeds_dinos_own_input(tmp_path):
     root = _tiny_davis(tmp_path / "davis")
     torch.manual_seed(0)
     result = extract(root, str(tmp_path / "cache"), backbone="dino_vits16", random_init=True, protocol="dino",
-                     dtype="float32", batch_size=1, num_workers=0, device="cpu", progress=False)
+                     dtype="float32", batch_size=4, num_workers=0, device="cpu", progress=False)
     torch.manual_seed(0)
     model, spec, _ = backbones.create("dino_vits16", random_init=True)
     model.eval()
+    for block in model.vit.blocks:        # DINO's attention: softmax(q k^T * scale) v, not the fused kernel
+        block.attn.fused_attn = False
     with FeatureCache(result.backbone_dir).open("clip") as cached:
         assert cached.attrs["protocol"] == "dino" and tuple(cached.attrs["input_hw"]) == (480, 704)
         stored = cached.read()

@@ -106,6 +106,12 @@ class Protocol:
     #: `prepare_frame(path, patch) -> float32 (3, H, W)` network input, normalised the reference's way (None: lpcache's
     #: seed/native path, uint8 frames normalised with the backbone's mean/std).
     prepare_frame: Optional[Callable] = None
+    #: Frames per forward pass at extraction (1: one frame at a time, as the reference feeds them: batch size
+    #: changes the network's rounding); None: lpcache's batch size.
+    frames_per_forward: Optional[int] = None
+    #: False: attention computed explicitly (softmax(q k^T * scale) v, timm's `fused_attn = False`), as the
+    #: reference's own ViT does; the fused kernel rounds differently (~3e-6).
+    fused_attention: bool = True
     #: `reference(feats, first_mask_ids, params, out_hw) -> [uint8 masks]`: the dense definition.
     reference: Optional[Callable] = None
     #: What the engine calls (the same functions `reference` uses):

@@ -221,6 +221,8 @@ PROTOCOL = register(Protocol(
                "in Self-Supervised Vision Transformers', ICCV 2021, Table 5)",),
     reference_code="github.com/facebookresearch/dino eval_video_segmentation.py (commit 7c446df)",
     prepare_frame=prepare_frame,
+    frames_per_forward=1,
+    fused_attention=False,
     reference=reference,
     init_labels=grid_init(label_ids, label_init),
     decode_labels=engine_decode,

@@ -181,6 +181,7 @@ PROTOCOL = register(Protocol(
                "the notebook is its public demonstration (the paper's exact eval script is not released)",),
     reference_code="github.com/facebookresearch/dinov3 notebooks/segmentation_tracking.ipynb (commit 6876159)",
     prepare_frame=prepare_frame,
+    frames_per_forward=1,
     reference=reference,
     init_labels=grid_init(label_ids, label_init),
     decode_labels=engine_decode,
