@@ -435,11 +435,12 @@ def _propagate_task(task: VideoTask, runs: Dict, scores: Dict, evaluated: Dict, 
         return 0.0
     name = task.sequence.name
     score_seconds = 0.0
+    on_device = _device_type(task.device) in DEVICE_DECODING
     with CachedSequence(task.cache_path) as cached:
-        for t, masks in iter_propagate(cached, task.first_mask, settings, task.out_hw,
-                                       device=task.device, precision=task.precision, protocol=task.protocol):
+        for t, masks in iter_propagate(cached, task.first_mask, settings, task.out_hw, device=task.device,
+                                       precision=task.precision, protocol=task.protocol, masks_on_device=on_device):
             for params, run in runs.items():
-                run.write_frame(name, task.frames[t], final_ids(masks[params]))
+                run.write_frame(name, task.frames[t], final_ids(_host(masks[params])))
             if t in evaluated and scores:
                 tick = time.perf_counter()
                 _score_frame(masks, scores, evaluated[t], gt, task)
@@ -468,8 +469,25 @@ def _record_saved(task: VideoTask, params, run, seconds):
     run.update_run_json(identity, update)
 
 
+#: Device types whose sweeps decode and score on the device (iter_propagate(masks_on_device=True) and
+#: lpcache.metrics_device): only the per-frame counts come back to the host. On the CPU, the cv2 + metrics path
+#: (bit-identical to `propagate` + `score`) is faster (measured: tests/test_device_decode.py's module notes).
+DEVICE_DECODING = {"cuda"}
+
+
+def _device_type(device) -> str:
+    return "cpu" if device is None else str(device).split(":")[0]
+
+
+def _host(mask):
+    """A mask as a numpy array (device masks are uint8 tensors)."""
+    return mask.cpu().numpy() if hasattr(mask, "cpu") else mask
+
+
 def _score_frame(masks, scores, column, gt, task):
-    """J/F of every setting's mask of one evaluated frame; GT prepared once, equal masks scored once."""
+    """J/F of every setting's mask of one evaluated frame (device masks: `_score_frame_on_device`)."""
+    if any(hasattr(masks[p], "cpu") for p in scores):
+        return _score_frame_on_device(masks, scores, column, gt, task)
     prepared = metrics.prepare_gt_frame(gt.frames[column], gt.n_objects)
     memo = {}
     for params, (j, f) in scores.items():
@@ -482,6 +500,24 @@ def _score_frame(masks, scores, column, gt, task):
                 raise InputError(f"{task.cache_path}: {task.sequence.name} frame {gt.frame_ids[column]}: "
                                  f"{exc}") from None
         j[:, column], f[:, column] = memo[key]
+
+
+def _score_frame_on_device(masks, scores, column, gt, task):
+    """J/F of every setting's device mask of one evaluated frame: GT prepared on the device once, integer counts
+    for all settings there (lpcache.metrics_device, equal to lpcache.metrics given the masks), J/F on the host."""
+    import torch
+
+    from . import metrics_device
+
+    settings = list(scores)
+    pred = torch.stack([masks[p] for p in settings])
+    prepared = metrics_device.prepare_gt_batch(torch.as_tensor(gt.frames[column]).to(pred.device), gt.n_objects)
+    try:
+        j, f = metrics_device.scores_from_counts(metrics_device.frame_counts(pred, prepared))
+    except ValueError as exc:
+        raise InputError(f"{task.cache_path}: {task.sequence.name} frame {gt.frame_ids[column]}: {exc}") from None
+    for row, params in enumerate(settings):
+        scores[params][0][:, column], scores[params][1][:, column] = j[row], f[row]
 
 
 def _update_shard(task: VideoTask, gt, scores, seconds):

@@ -298,7 +298,8 @@ TIE_MARGIN = 8
 
 def iter_propagate(frames_feats, first_mask_ids: np.ndarray, settings: Sequence[PropagationParams],
                    out_hw, device="cpu", precision="float32", progress=False, tile_hw=None, block=None,
-                   protocol="seed") -> Iterator[Tuple[int, Dict[PropagationParams, np.ndarray]]]:
+                   protocol="seed", masks_on_device=False
+                   ) -> Iterator[Tuple[int, Dict[PropagationParams, np.ndarray]]]:
     """Yield (t, {params: ids (H, W) uint8}) for t = 0..T-1, frame by frame, for every setting at once.
 
     frames_feats: a CachedSequence (streamed with read-ahead), or an array/tensor (T, h, w, C) of
@@ -311,6 +312,9 @@ def iter_propagate(frames_feats, first_mask_ids: np.ndarray, settings: Sequence[
     protocol: a registered protocol (name or lpcache.protocols.Protocol): its switches (context, window,
     frame-0 restriction, weighting), label initialisation and decoding; each protocol's `reference` is the
     dense definition the engine is tested against.
+    masks_on_device: decode every setting's soft map on `device` in batches (the protocol's `decode_batch`)
+    and yield the masks of t >= 1 as uint8 tensors there (the sweep on CUDA: the soft maps never leave the
+    device); a protocol without `decode_batch` decodes on the host as usual. Out of memory halves the batch.
     Raises InputError for a frame holding NaN/Inf (before yielding that frame) and when a product does
     not fit in memory even for one target at a time (naming what to lower).
     """
@@ -339,6 +343,8 @@ def iter_propagate(frames_feats, first_mask_ids: np.ndarray, settings: Sequence[
     for p in settings:
         groups.setdefault((p.radius, p.video_len), []).append(p)
     groups = [_Group(members, first_soft, switches, candidates) for members in groups.values()]
+    on_device = masks_on_device and rule.decode_batch is not None
+    decoder = _DeviceDecoder(rule.decode_batch, len(settings)) if on_device else None
     previous_tf32 = _set_tf32(precision == "tf32", device)
     try:
         affinity = _Affinity(grid_hw, channels, [p.radius for p in settings], max(candidates.values()), max_len,
@@ -363,7 +369,9 @@ def iter_propagate(frames_feats, first_mask_ids: np.ndarray, settings: Sequence[
                 preds = {}
                 for group in groups:
                     preds.update(group.step(t + offset, shared))
-                for params in settings:             # in the order given
+                if on_device:
+                    out = decoder.decode(settings, preds, ids, grid_hw, out_hw)
+                for params in [p for p in settings if p not in out]:     # in the order given
                     soft = preds[params].reshape(grid_hw[0], grid_hw[1], len(ids))
                     out[params] = rule.decode_labels(soft.float().cpu().numpy(), ids, out_hw)
                 mix_seconds += time.perf_counter() - start
@@ -380,6 +388,29 @@ def iter_propagate(frames_feats, first_mask_ids: np.ndarray, settings: Sequence[
                          f"--device cpu") from None
     finally:
         _set_tf32(previous_tf32, device)
+
+
+class _DeviceDecoder:
+    """Decodes all settings' soft maps of a frame on their device in batches; out of memory halves the batch."""
+
+    def __init__(self, decode_batch, count):
+        self.decode_batch = decode_batch
+        self.batch = count
+
+    def decode(self, settings, preds, ids, grid_hw, out_hw) -> Dict[PropagationParams, torch.Tensor]:
+        soft = torch.stack([preds[p] for p in settings]).reshape(len(settings), grid_hw[0], grid_hw[1], len(ids))
+        while True:
+            try:
+                masks = self.decode_batch(soft.float(), ids, out_hw, self.batch)
+                return dict(zip(settings, masks))
+            except torch.OutOfMemoryError:
+                if self.batch == 1:
+                    raise
+                self.batch = (self.batch + 1) // 2
+                log.warning("out of memory decoding on %s: %d setting(s) per batch from now on", soft.device,
+                            self.batch)
+                if soft.device.type == "cuda":
+                    torch.cuda.empty_cache()
 
 
 def _protocol(protocol):

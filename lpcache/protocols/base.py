@@ -121,6 +121,9 @@ class Protocol:
     decode_labels: Optional[Callable] = None
     #: `first_output(first_mask, out_hw) -> uint8 ids (H, W)`: frame 0's written mask.
     first_output: Optional[Callable] = None
+    #: Optional `decode_batch(soft (B, h, w, K) float32 tensor, ids, out_hw, max_batch) -> (B, H, W) uint8
+    #: tensor on soft's device`: many settings decoded without leaving the device (the sweep on CUDA).
+    decode_batch: Optional[Callable] = None
 
     def params(self, **overrides) -> Dict[str, float]:
         """The defaults with `overrides` applied; unknown names are an InputError."""
