@@ -269,9 +269,14 @@ class _Group:
         preds = {}
         for count in sorted({self.candidates[p] for p in self.settings}):
             batch = [p for p in self.settings if self.candidates[p] == count]
-            weights = torch.stack([self._weights(t, p, values[:, :count]) for p in batch])    # (B, hw, count)
-            banks = torch.stack([torch.cat([self.soft[p][f] for f in frames], 0) for p in batch])
-            mixed = kernels.mix_weighted(weights, label_index[:, :count], banks)            # (B, hw, K)
+            if len(batch) == 1:      # one setting: no stacking (the same sums, as mix_weighted says)
+                bank = torch.cat([self.soft[batch[0]][f] for f in frames], 0)
+                weights = self._weights(t, batch[0], values[:, :count])
+                mixed = kernels.mix_weighted(weights, label_index[:, :count], bank)[None]
+            else:
+                weights = torch.stack([self._weights(t, p, values[:, :count]) for p in batch])  # (B, hw, count)
+                banks = torch.stack([torch.cat([self.soft[p][f] for f in frames], 0) for p in batch])
+                mixed = kernels.mix_weighted(weights, label_index[:, :count], banks)        # (B, hw, K)
             if rule.weighting == "topk_then_softmax":                      # DINOv3 renormalises per cell
                 mixed = mixed / mixed.sum(dim=-1, keepdim=True)
             preds.update(zip(batch, mixed))
