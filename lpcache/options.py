@@ -214,3 +214,12 @@ def verbosity(ctx=None) -> int:
     """The total -v count of the current command line (group and subcommand)."""
     ctx = ctx or click.get_current_context()
     return ctx.meta.get(_VERBOSITY_KEY, 0)
+
+
+#: --dtype of a feature cache (extract, run).
+dtype_option = _shared(
+    "--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True, help="Cache dtype.")
+
+#: --batch-size: frames per forward pass (extract, run).
+batch_size_option = _shared(
+    "--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Frames per forward pass.")

@@ -29,10 +29,8 @@ Examples:
                          help="Frame protocol (`lpcache protocols`): seed: 480x880 (published numbers); native: "
                               "the frames' own size; dino, vfs, dinov3: each reference's own resize and "
                               "normalisation.")
-@click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True,
-              help="Cache dtype.")
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
-              help="Frames per forward pass.")
+@options.dtype_option
+@options.batch_size_option
 @options.num_workers_option
 @options.device_option
 @click.option("--amp", is_flag=True, help="Autocast the forward pass (CUDA only).")

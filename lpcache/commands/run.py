@@ -28,9 +28,8 @@ Examples:
                          help="Frames extracted, propagated and scored under this protocol (`lpcache protocols`): "
                               "seed: frames and GT at 480x880 (published numbers); native: frames at their own "
                               "size; dino, vfs, dinov3: each reference's input, rule and defaults.")
-@click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True,
-              help="Cache dtype.")
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1), help="Frames per forward pass.")
+@options.dtype_option
+@options.batch_size_option
 @options.num_workers_option
 @options.grid_options
 @click.option("--grid", "grid_file", default=None, type=click.Path(), help="Sweep grid file (.toml or .json).")
