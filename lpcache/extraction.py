@@ -276,6 +276,7 @@ class BatchForward:
         if amp and not self.amp:
             log.warning("--amp applies on CUDA only; running in float32 on %s", self.device)
         self.limit = None
+        self.contiguous = False           # NCHW output made contiguous before the L2 norm (protocol's choice)
         self.seconds = 0.0
 
     @torch.no_grad()
@@ -301,7 +302,8 @@ class BatchForward:
                 torch.cuda.empty_cache()
                 log.warning("out of memory on %s: batch size reduced to %d", self.device, limit)
                 continue
-            outputs.append(F.normalize(y.float().cpu(), dim=1).permute(0, 2, 3, 1))
+            y = y.float().cpu()
+            outputs.append(F.normalize(y.contiguous() if self.contiguous else y, dim=1).permute(0, 2, 3, 1))
             start += chunk.shape[0]
         result = torch.cat(outputs).numpy()
         self.seconds += time.perf_counter() - started
@@ -316,6 +318,7 @@ def _follow_reference_forward(protocol, model, forward):
     rule = protocols.get(protocol)
     if rule.frames_per_forward:
         forward.limit = rule.frames_per_forward
+    forward.contiguous = rule.contiguous_features
     if not rule.fused_attention:
         for module in model.modules():
             if hasattr(module, "fused_attn"):

@@ -18,38 +18,16 @@ import torch.nn.functional as F
 from PIL import Image
 
 from conftest import DAVIS2016, OSVOS, REPO
-from lpcache import backbones, protocols
+from lpcache import protocols
 from lpcache.errors import InputError
 from lpcache.metrics import global_statistics
 from lpcache.propagation import propagate_video
 from lpcache.protocols import dino
 from lpcache.scoring import score_sequence_masks
+from random_weights import dino_vits16_with, random_dino_state_dict, weights_sha256
 
 FIXTURE = os.path.join(REPO, "tests", "data", "reference_dino.json")
 PREFIX = 4
-
-
-def random_dino_state_dict(seed=0):
-    """The fixture's weights: dino_vits16's names and shapes, sorted; each tensor 0.02 * N(0, 1) from one
-    generator seeded `seed`, plus 1 for LayerNorm weights (keys `*.norm*.weight`)."""
-    template = backbones.build(backbones.get_spec("dino_vits16")).vit.state_dict()
-    generator = torch.Generator().manual_seed(seed)
-    weights = {}
-    for name in sorted(template):
-        value = torch.randn(template[name].shape, generator=generator) * 0.02
-        if name.endswith(".weight") and name.split(".")[-2].startswith("norm"):
-            value = value + 1.0
-        weights[name] = value
-    return weights
-
-
-def weights_sha256(state_dict):
-    """sha256 over the sorted names and float32 bytes of a state dict (independent of torch.save's format)."""
-    digest = hashlib.sha256()
-    for name in sorted(state_dict):
-        digest.update(name.encode())
-        digest.update(state_dict[name].to(torch.float32).contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def unit(*rows):
@@ -189,10 +167,7 @@ def dino_model(tmp_path_factory):
     """dino_vits16 loaded from the recipe's weights saved as a full DINO checkpoint ('teacher', 'backbone.')."""
     weights = random_dino_state_dict(_fixture()["recipe"]["seed"])
     assert weights_sha256(weights) == _fixture()["recipe"]["weights_sha256"]  # the recipe is deterministic
-    path = str(tmp_path_factory.mktemp("dino") / "checkpoint.pth")
-    torch.save({"teacher": {"backbone." + k: v for k, v in weights.items()}}, path)
-    model, _, report = backbones.create("dino_vits16", checkpoint=path)
-    assert (report.container, report.prefix, report.matched) == ("teacher", "backbone.", len(weights))
+    model = dino_vits16_with(weights, tmp_path_factory.mktemp("dino"))
     for block in model.vit.blocks:  # DINO's attention is q @ k^T, softmax, @ v: timm's fused kernel rounds
         block.attn.fused_attn = False  # differently (~3e-6), so use timm's explicit path (bit-identical)
     return model

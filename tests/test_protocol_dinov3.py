@@ -1,10 +1,11 @@
 """The `dinov3` protocol against the DINOv3 tracking notebook's own code (tests/data/reference_dinov3.json).
 
-Synthetic tests check each quirk with values worked out by hand. The real-data test rebuilds the recipe's
-random ViT-S/16 (lpcache dino_vits16, seed 0), extracts features of the first frames of two shared sequences
-with `prepare_frame` at short side 480, runs `reference` and compares with the masks the notebook's own cells
-produced on the same features (recipe in docs/protocols.md). Propagation is causal, so the first 4 frames
-are checked by default; LPCACHE_DINOV3_FULL=1 checks all 8 and their J&F.
+Synthetic tests check each quirk with values worked out by hand. The real-data test loads the recipe's random
+weights into lpcache's dino_vits16 (random_dino_state_dict(seed) of tests/random_weights.py, as the DINO test:
+seeded randn draws, the same bits on any AVX2/AVX-512 CPU, unlike timm's own init), extracts features of the
+first frames of two shared sequences with `prepare_frame` at short side 480, runs `reference` and compares with
+the masks the notebook's own cells produced on the same features (recipe in docs/protocols.md). Propagation is
+causal, so the first 4 frames are checked by default; LPCACHE_DINOV3_FULL=1 checks all 8 and their J&F.
 """
 import hashlib
 import json
@@ -26,6 +27,7 @@ from lpcache.metrics import global_statistics
 from lpcache.propagation import propagate_video
 from lpcache.protocols import dinov3
 from lpcache.scoring import score_sequence_masks
+from random_weights import dino_vits16_with, random_dino_state_dict, weights_sha256
 
 FIXTURE = os.path.join(REPO, "tests", "data", "reference_dinov3.json")
 FULL = os.environ.get("LPCACHE_DINOV3_FULL") == "1"
@@ -146,6 +148,27 @@ def test_registered_with_the_notebooks_defaults():
     assert protocol.input_hw((480, 854), 16) == (960, 1712)
 
 
+def test_extraction_normalises_the_contiguous_output_as_the_notebook():
+    """The notebook's `forward`: contiguous (1, D, h, w) tokens, moved channel-last, F.normalize(dim=-1).
+    timm's ViT gives a channel-last view instead, whose norm rounds differently: extract makes it contiguous."""
+    from lpcache.extraction import BatchForward, _follow_reference_forward
+
+    class Tokens(torch.nn.Module):           # a ViT's output: (1, h*w, D) tokens seen as (1, D, h, w)
+        def forward(self, x):
+            tokens = torch.randn(1, 30 * 54, 384, generator=torch.Generator().manual_seed(0))
+            return tokens.reshape(1, 30, 54, 384).permute(0, 3, 1, 2)
+
+    model = Tokens()
+    raw = model(None)
+    notebook = F.normalize(raw.contiguous().movedim(-3, -1), dim=-1)
+    assert not torch.equal(F.normalize(raw, dim=1).permute(0, 2, 3, 1), notebook)   # the quirk is real here
+    spec = backbones.get_spec("dino_vits16")
+    forward = BatchForward(model, spec, "cpu")
+    _follow_reference_forward("dinov3", model, forward)
+    got = forward(torch.zeros(1, 3, 480, 864))
+    assert np.array_equal(got, notebook.numpy())
+
+
 # ------------------------------------------------------------------------------------- the reference code
 def _fixture():
     with open(FIXTURE) as handle:
@@ -153,15 +176,12 @@ def _fixture():
 
 
 @pytest.fixture(scope="module")
-def vits16():
-    """The recipe's random weights: torch.manual_seed(0), then lpcache's dino_vits16 with random_init."""
-    torch.manual_seed(0)
-    model, _, _ = backbones.create("dino_vits16", random_init=True)
-    digest = hashlib.sha256()
-    for name, value in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(value.contiguous().numpy().tobytes())
-    assert digest.hexdigest() == _fixture()["recipe"]["weights_sha256"]  # the recipe is deterministic
+def vits16(tmp_path_factory):
+    """lpcache's dino_vits16 with the recipe's weights: random_dino_state_dict(seed) (the DINO test's seeded
+    randn draws, not timm's CPU-dependent init), loaded as a full DINO checkpoint ('teacher', 'backbone.')."""
+    weights = random_dino_state_dict(_fixture()["recipe"]["seed"])
+    assert weights_sha256(weights) == _fixture()["recipe"]["weights_sha256"]  # the recipe is deterministic
+    model = dino_vits16_with(weights, tmp_path_factory.mktemp("dinov3"))
     return model
 
 
@@ -174,7 +194,7 @@ def test_masks_equal_the_notebook(davis_root, vits16, name):
     inputs = [dinov3.prepare_frame(path, 16, short) for path in frames]
     assert [sha(x) for x in inputs] == fixture["runs"]["defaults"]["sequences"][name]["input_sha256"][:n_frames]
     with torch.no_grad():  # one frame per pass; L2 over channels on (1, C, h, w), as lpcache's cache does
-        feats = torch.cat([F.normalize(vits16(torch.from_numpy(x)[None]), dim=1) for x in inputs])
+        feats = torch.cat([F.normalize(vits16(torch.from_numpy(x)[None]).contiguous(), dim=1) for x in inputs])
     feats = feats.permute(0, 2, 3, 1)
     annotation = os.path.join(SHARED_DATA, fixture["runs"]["defaults"]["sequences"][name]["annotation"].split()[0])
     gt = [np.array(Image.open(os.path.join(annotation, f"{i:05d}.png"))) for i in range(n_frames)]

@@ -112,6 +112,10 @@ class Protocol:
     #: False: attention computed explicitly (softmax(q k^T * scale) v, timm's `fused_attn = False`), as the
     #: reference's own ViT does; the fused kernel rounds differently (~3e-6).
     fused_attention: bool = True
+    #: True: the network's (N, C, h, w) output is made contiguous before the L2 norm over channels, as the
+    #: reference's features are (DINOv3's `get_intermediate_layers(reshape=True)`); timm ViTs return a
+    #: channel-last view, and the norm over that axis rounds differently (1 ulp in most values).
+    contiguous_features: bool = False
     #: `reference(feats, first_mask_ids, params, out_hw) -> [uint8 masks]`: the dense definition.
     reference: Optional[Callable] = None
     #: What the engine calls (the same functions `reference` uses):

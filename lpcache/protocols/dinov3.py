@@ -182,6 +182,7 @@ PROTOCOL = register(Protocol(
     reference_code="github.com/facebookresearch/dinov3 notebooks/segmentation_tracking.ipynb (commit 6876159)",
     prepare_frame=prepare_frame,
     frames_per_forward=1,
+    contiguous_features=True,
     reference=reference,
     init_labels=grid_init(label_ids, label_init),
     decode_labels=engine_decode,
