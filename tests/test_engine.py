@@ -9,7 +9,7 @@ from dense_reference import real_features, reference_propagate
 from lpcache.config import PropagationParams
 from lpcache.davis import read_mask, resize_mask_nearest
 from lpcache.errors import InputError
-from lpcache.propagation import iter_propagate, propagate_video
+from lpcache.propagation import engine, iter_propagate, propagate_video
 
 
 def _unit(features):
@@ -62,6 +62,52 @@ def test_all_settings_at_once_equal_each_setting_alone(tiny, block):
             together[p].append(out[p])
     for p in settings:
         np.testing.assert_array_equal(np.stack(together[p]), propagate_video(feats, mask, p, mask.shape, block=block))
+
+
+@pytest.mark.parametrize("protocol", ["seed", "dino", "vfs", "dinov3"])
+def test_smaller_radii_narrowed_from_the_largest_equal_each_setting_alone(tiny, protocol, monkeypatch):
+    """A sweep takes its per-frame top-k once, for the largest radius; smaller radii narrow those lists and
+    recompute only the rows they cannot decide. Both kinds of rows occur here, and every setting's masks
+    equal a run of that setting alone (one radius: no narrowing) bit for bit."""
+    feats, mask = tiny
+    rows = {"recomputed": 0, "all": 0}
+    recompute = engine._Affinity._recompute
+
+    def counting(self, radius, marked, *args):
+        rows["recomputed"] += int(marked.sum())
+        rows["all"] += marked.numel()
+        return recompute(self, radius, marked, *args)
+
+    monkeypatch.setattr(engine._Affinity, "_recompute", counting)
+    settings = [PropagationParams(0.1, k, r, length) for k in (1, 4) for r in (1, 2, 4) for length in (2, 5)]
+    together = {p: [] for p in settings}
+    for _, out in iter_propagate(feats, mask, settings, mask.shape, protocol=protocol):
+        for p in settings:
+            together[p].append(out[p])
+    assert 0 < rows["recomputed"] < rows["all"]
+    monkeypatch.setattr(engine._Affinity, "_recompute", recompute)
+    for p in settings:
+        np.testing.assert_array_equal(np.stack(together[p]), propagate_video(feats, mask, p, mask.shape,
+                                                                             protocol=protocol), err_msg=p.id)
+
+
+def test_narrowed_lists_without_known_merges_are_the_radius_own_lists(tiny):
+    """Without the merges a radius feeds, every row the larger list cannot fill is recomputed: the narrowed
+    lists are then the smaller radius's own top-k lists (scores and positions; -inf padding aside)."""
+    feats = torch.from_numpy(tiny[0])
+
+    def lists(radii):
+        affinity = engine._Affinity((7, 9), 6, radii, 5, 4, torch.device("cpu"), "float32", block=1)
+        for frame in range(5):
+            affinity.add_source(frame, feats[frame])
+        return affinity, affinity.lists(5, [feats[5]])[0]
+
+    narrowing, both = lists([4.0, 2.0])
+    _, alone = lists([2.0])
+    assert narrowing.recomputed_rows > 0
+    finite = torch.isfinite(alone.values[2.0])
+    torch.testing.assert_close(both.values[2.0], alone.values[2.0], rtol=0, atol=0)
+    assert torch.equal(both.index[2.0][finite], alone.index[2.0][finite])
 
 
 def test_blocks_of_targets_give_the_masks_of_one_target_at_a_time(tiny):

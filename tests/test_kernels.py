@@ -154,3 +154,13 @@ def test_choose_tile_prefers_small_tiles_on_large_grids():
     assert on_gpu[0] * on_gpu[1] >= 16 * tile[0] * tile[1]
     plan = kernels.plan_tiles((20, 30), [5.0], (4, 8))
     assert plan.computed_products == kernels.window_products((20, 30), 5.0, (4, 8))
+
+
+def test_keep_in_order_moves_kept_entries_to_the_front_in_order():
+    values = torch.tensor([[5.0, 4.0, 3.0, 2.0], [9.0, 8.0, 7.0, 6.0]])
+    index = torch.tensor([[10, 11, 12, 13], [20, 21, 22, 23]])
+    keep = torch.tensor([[False, True, False, True], [True, True, True, True]])
+    kept_values, kept_index, count = kernels.keep_in_order(values, index, keep)
+    assert kept_values.tolist() == [[4.0, 2.0, float("-inf"), float("-inf")], [9.0, 8.0, 7.0, 6.0]]
+    assert kept_index[:, :2].tolist() == [[11, 13], [20, 21]] and kept_index[1].tolist() == [20, 21, 22, 23]
+    assert count.tolist() == [2, 4]

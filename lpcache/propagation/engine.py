@@ -2,10 +2,13 @@
 
 Per target frame t the engine computes, once for all settings:
   * the unrestricted top-kmax list of frame 0 (slot 0, the long-term memory), from the full product;
-  * for each radius and each distinct source frame of the largest context (frames max(0, t-Lmax)..t-1),
-    that frame's top-kmax list restricted to the radius, from tile-vs-window products (the products are
-    computed once for the largest radius; smaller radii only add their mask). Targets go in blocks of B
-    consecutive frames whose query tiles share one product against the union of their key windows.
+  * for the largest radius and each distinct source frame of the largest context (frames max(0, t-Lmax)..t-1),
+    that frame's top-kmax list restricted to the radius, from tile-vs-window products. Targets go in blocks of
+    B consecutive frames whose query tiles share one product against the union of their key windows;
+  * for each smaller radius, the same lists narrowed to its window (`_Affinity._group_lists`): the in-radius
+    entries of the largest radius's list are an exact prefix of the smaller radius's own list, and a row is
+    recomputed only where that prefix is too short to decide a merge it feeds (`_uncertain_rows`: about 1 %
+    of rows on real features), so a sweep over radii costs one top-k pass, not one per radius.
 Each setting (tau, k, r, L) then takes the top-k of the concatenation of its L + 1 slot lists (frame 0
 repeated as often as the seed repeats it), softmax(scores / tau), and mixes its own fed-back soft labels.
 Only the last Lmax + B - 1 frames' features (stored per column block) and Lmax soft labels are kept.
@@ -32,6 +35,7 @@ from ..devices import resolve_device, resolve_precision  # noqa: F401 (resolve_d
 from ..errors import InputError
 from . import kernels
 from ..protocols.base import KEEPS_TIES, context_frames
+from .kernels import NEG_INF
 from .labels import downsample_onehot, label_ids, upsample_argmax  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
@@ -133,8 +137,11 @@ class _Affinity:
     """
 
     def __init__(self, grid_hw, channels, radii, kmax, max_len, device, precision, tile_hw=None, block=None,
-                 window="circle_lt", first_frame_masked=False):
+                 window="circle_lt", first_frame_masked=False, context="padded_first", merges=None):
         self.grid_hw = grid_hw
+        self.context = context           # the protocol's context rule (protocols.base.CONTEXTS)
+        self.merges = merges or {}       # radius -> [(video_len, n)]: the merges its lists feed (settings groups)
+        self.recomputed_rows = 0         # rows of smaller radii recomputed by their own top-k
         self.first_frame_masked = first_frame_masked   # frame 0 only in the windowed products, no full slot
         self.hw = grid_hw[0] * grid_hw[1]
         self.kmax = kmax
@@ -149,7 +156,6 @@ class _Affinity:
         self.store = [torch.empty((self.ring + 1, grid_hw[0], x1 - x0, channels), dtype=self.dtype, device=device)
                       for x0, x1 in self.plan.blocks]
         self.slot_frames = [None] * (self.ring + 1)
-        self.order = self.plan.position_order   # per-tile rows -> row-major positions
         self.first_t = None              # frame 0 as (C, hw), for the unrestricted slot
         self.seconds = 0.0
 
@@ -196,30 +202,88 @@ class _Affinity:
         low, high = (0, last_needed + 1) if last_needed <= self.ring else (1, self.ring + 1)
         if self.first_frame_masked:
             low = 0                      # frame 0 (store slot 0) is restricted like every other frame
-        radii = self.plan.radii
-        parts_values = {r: [] for r in radii}
-        parts_index = {r: [] for r in radii}
+        largest, smaller = self.plan.radii[0], self.plan.radii[1:]
+        shape = (high - low, count, self.hw, self.kmax)      # (n, B', hw, kmax), positions row-major
+        top_values = torch.empty(shape, device=self.device)
+        top_index = torch.empty(shape, dtype=torch.long, device=self.device)
+        inside = {radius: torch.empty(shape, dtype=torch.bool, device=self.device) for radius in smaller}
         for tile in self.plan.tiles:
             (y0, y1), (x0, x1), (ky0, ky1) = tile.rows, tile.cols, tile.key_rows
             queries = queries_all[:, y0:y1, x0:x1].reshape(count * (y1 - y0) * (x1 - x0), -1)
             keys = self.store[tile.block][low:high, ky0:ky1]
             keys = keys.reshape(high - low, keys.shape[1] * keys.shape[2], keys.shape[3])
-            scores = kernels.window_scores(queries, keys, tile.outside[radii[0]]).float()   # (n, B'*M, N)
-            for number, radius in enumerate(radii):     # descending: each mask only adds to the last one
-                if number:
-                    kernels.mask_outside(scores, tile.outside[radius])
-                top_values, top_index = kernels.topk_ordered(scores, self.kmax, order=False)
-                parts_values[radius].append(top_values.reshape(high - low, count, -1, self.kmax))
-                parts_index[radius].append(tile.key_index[top_index].reshape(high - low, count, -1, self.kmax))
-        values, index = {}, {}
-        for radius in radii:            # (n, B', hw, kmax) in position order, equal values by position
-            values[radius], index[radius] = kernels.order_ties(torch.cat(parts_values[radius], 2)[:, :, self.order],
-                                                               torch.cat(parts_index[radius], 2)[:, :, self.order])
+            scores = kernels.window_scores(queries, keys, tile.outside[largest]).float()   # (n, B'*M, N)
+            tile_values, tile_index = kernels.topk_ordered(scores, self.kmax, order=False)
+            tile_index = tile_index.reshape(high - low, count, -1, self.kmax)
+            top_values[:, :, tile.query_index] = tile_values.reshape(tile_index.shape)
+            top_index[:, :, tile.query_index] = tile.key_index[tile_index]
+            for radius in smaller:      # which kept keys are inside the smaller radius, from its tile mask
+                outside = tile.outside[radius].expand(high - low, count, *tile.outside[radius].shape)
+                inside[radius][:, :, tile.query_index] = ~torch.gather(outside, 3, tile_index)
+        # equal values by position; the inside flags follow their entries
+        top_values, top_index, *flags = kernels.order_ties(top_values, top_index, *[inside[r] for r in smaller])
+        last = top_values[..., -1]       # every key beyond a list scores <= its last value
+        values, index = {largest: top_values}, {largest: top_index}
+        for radius, kept in zip(smaller, flags):    # the entries inside it, in order: an exact prefix
+            *lists, known = kernels.keep_in_order(top_values, top_index, kept & (top_values > NEG_INF))
+            uncertain = self._uncertain_rows(radius, lists[0], known, last, first_values, t, low, high)
+            self._recompute(radius, uncertain, *lists, queries_all, low)
+            values[radius], index[radius] = lists
+        radii = self.plan.radii
         sources = {f: row for row, f in enumerate(self.slot_frames[low:high])}
         return [_Shared(first_values_j, first_index_j, sources,
                         {r: values[r][:, j] for r in radii}, {r: index[r][:, j] for r in radii})
                 for j, (first_values_j, first_index_j) in enumerate(zip(first_values.split(self.hw),
                                                                           first_index.split(self.hw)))]
+
+    def _uncertain_rows(self, radius, values, known, last, first_values, t, low, high) -> torch.Tensor:
+        """(n, B', hw) True where a row, whose first `known` entries are exact and whose missing ones all
+        score <= `last`, may miss a candidate that one of radius's merges (n candidates) would take: where
+        fewer than n are known and the merge's n-th known candidate does not score above `last`."""
+        open_rows = (known < self.kmax) & (last > NEG_INF)      # the computed list did not run out of keys
+        if radius not in self.merges or not bool(open_rows.any()):   # no merge known: every row must be whole
+            return open_rows
+        uncertain = torch.zeros_like(open_rows)
+        row_of = {f: row for row, f in enumerate(self.slot_frames[low:high])}
+        for target in range(values.shape[1]):
+            first = first_values[target * self.hw:(target + 1) * self.hw]
+            for video_len, n in self.merges[radius]:
+                slots = context_frames(self.context, t + target, video_len)
+                frames = sorted(set(slots if self.first_frame_masked else slots[1:]))
+                rows = torch.tensor([row_of[f] for f in frames], device=values.device)
+                lists = values[rows, target, :, :n].permute(1, 0, 2).reshape(self.hw, -1)
+                if not self.first_frame_masked:
+                    lists = torch.cat([first[:, :n], lists], 1)
+                # the merge's n-th known score; merging repeated slots (as the seed does) only raises it
+                nth = torch.topk(lists, n, dim=1).values[:, -1] if lists.shape[1] >= n else lists.new_full(
+                    (self.hw,), NEG_INF)
+                unsure = (known[rows, target] < n) & (last[rows, target] > NEG_INF) & (last[rows, target] >= nth)
+                uncertain[rows, target] |= unsure
+        return uncertain
+
+    def _recompute(self, radius, rows, values, index, queries_all, low):
+        """Overwrite the marked rows (n, B', hw) of radius's lists with their own top-kmax, computed as the
+        windowed products compute them (same scores, same tie rule)."""
+        if not bool(rows.any()):
+            return
+        channels = queries_all.shape[-1]
+        for tile in self.plan.tiles:
+            source, target, local = rows[:, :, tile.query_index].nonzero(as_tuple=True)
+            if not len(source):
+                continue
+            (y0, y1), (x0, x1), (ky0, ky1) = tile.rows, tile.cols, tile.key_rows
+            tile_queries = queries_all[:, y0:y1, x0:x1].reshape(queries_all.shape[0], -1, channels)
+            for row in source.unique().tolist():
+                pick = source == row
+                queries = tile_queries[target[pick], local[pick]]
+                keys = self.store[tile.block][low + row, ky0:ky1].reshape(-1, channels)
+                scores = kernels.products(queries, keys.t()).float()
+                scores.masked_fill_(tile.outside[radius][local[pick]], NEG_INF)
+                top_values, top_index = kernels.topk_ordered(scores, self.kmax)
+                positions = tile.query_index[local[pick]]
+                values[row, target[pick], positions] = top_values
+                index[row, target[pick], positions] = tile.key_index[top_index]
+            self.recomputed_rows += len(source)
 
     def _first_lists(self, queries, chunk=1024):
         """Unrestricted top-kmax of every query against frame 0 (slot 0), in chunks of queries."""
@@ -234,28 +298,37 @@ class _Affinity:
 class _Group:
     """Settings sharing a radius and a context length: one merged candidate list per target for all of them
     (each setting takes its first n candidates: the tie rule orders candidates totally, so the top n of the
-    longest list is the top n), then the mixing batched over the settings that keep the same number of
-    candidates. Each setting feeds back its own soft labels."""
+    longest list is the top n), then the weights and the mixing batched over the settings that keep the same
+    number of candidates (they differ only in temperature). Each setting feeds back its own soft labels,
+    kept in one label bank (settings, slots, hw, K): slot 0 holds frame 0, slot 1 + (f - 1) % L frame f."""
 
     def __init__(self, settings: Sequence[PropagationParams], first_soft: torch.Tensor, switches,
                  candidates: Dict[PropagationParams, int]):
-        self.settings = list(settings)
+        self.settings = sorted(settings, key=lambda p: candidates[p])   # equal counts side by side
         self.radius, self.video_len = settings[0].radius, settings[0].video_len
         self.switches = switches
-        self.candidates = candidates     # per setting: k, or k + margin when ties with the k-th are kept
         self.longest = max(candidates[p] for p in settings)
-        self.soft = {p: {0: first_soft} for p in settings}      # setting -> frame -> (hw, K)
+        self.batches = []                # (count, first, last + 1) over self.settings
+        for count in sorted({candidates[p] for p in settings}):
+            members = [i for i, p in enumerate(self.settings) if candidates[p] == count]
+            self.batches.append((count, members[0], members[-1] + 1))
+        self.temperatures = torch.tensor([p.temperature for p in self.settings], dtype=torch.float32,
+                                         device=first_soft.device).reshape(-1, 1, 1)
+        self.bank = first_soft.new_empty((len(self.settings), self.video_len + 1) + tuple(first_soft.shape))
+        self.bank[:, 0] = first_soft
+
+    def slot(self, frame: int) -> int:
+        """The label-bank slot of a frame's soft labels."""
+        return 0 if frame == 0 else 1 + (frame - 1) % self.video_len
 
     def step(self, t, shared: _Shared) -> Dict[PropagationParams, torch.Tensor]:
         rule, n = self.switches, self.longest
         slots = context_frames(rule.context, t, self.video_len)
-        frames = sorted(set(slots))
-        label_row = {f: row for row, f in enumerate(frames)}
         hw = shared.values[self.radius].shape[1]
         windowed = slots if rule.first_frame_masked else slots[1:]
         device = shared.values[self.radius].device
         rows = torch.tensor([shared.sources[f] for f in windowed], device=device)
-        offsets = torch.tensor([label_row[f] * hw for f in windowed], device=device)
+        offsets = torch.tensor([self.slot(f) * hw for f in windowed], device=device)
         slot_values = shared.values[self.radius][rows, :, :n]             # (S, hw, n)
         slot_index = shared.index[self.radius][rows, :, :n] + offsets[:, None, None]
         # the slots in context order (frame 0 first, then the others oldest first), each list in tie-rule
@@ -264,36 +337,30 @@ class _Group:
         index_lists = slot_index.permute(1, 0, 2).reshape(hw, len(windowed) * n)
         if not rule.first_frame_masked:                                    # frame 0's unrestricted slot
             value_lists = torch.cat([shared.first_values[:, :n], value_lists], 1)
-            index_lists = torch.cat([shared.first_index[:, :n] + label_row[0] * hw, index_lists], 1)
+            index_lists = torch.cat([shared.first_index[:, :n], index_lists], 1)   # frame 0: slot 0
         values, label_index = kernels.merge_topk(value_lists, index_lists, n)
+        banks = self.bank.reshape(len(self.settings), -1, self.bank.shape[-1])  # (settings, slots * hw, K)
         preds = {}
-        for count in sorted({self.candidates[p] for p in self.settings}):
-            batch = [p for p in self.settings if self.candidates[p] == count]
-            if len(batch) == 1:      # one setting: no stacking (the same sums, as mix_weighted says)
-                bank = torch.cat([self.soft[batch[0]][f] for f in frames], 0)
-                weights = self._weights(t, batch[0], values[:, :count])
-                mixed = kernels.mix_weighted(weights, label_index[:, :count], bank)[None]
-            else:
-                weights = torch.stack([self._weights(t, p, values[:, :count]) for p in batch])  # (B, hw, count)
-                banks = torch.stack([torch.cat([self.soft[p][f] for f in frames], 0) for p in batch])
-                mixed = kernels.mix_weighted(weights, label_index[:, :count], banks)        # (B, hw, K)
+        mixed_all = []
+        for count, first, stop in self.batches:
+            batch = self.settings[first:stop]
+            weights = self._weights(t, batch, values[:, :count], self.temperatures[first:stop])  # (B, hw, count)
+            mixed = kernels.mix_weighted(weights, label_index[:, :count], banks[first:stop])        # (B, hw, K)
             if rule.weighting == "topk_then_softmax":                      # DINOv3 renormalises per cell
                 mixed = mixed / mixed.sum(dim=-1, keepdim=True)
             preds.update(zip(batch, mixed))
-        for p, pred in preds.items():
-            history = self.soft[p]
-            history[t] = pred
-            for frame in [f for f in history if 0 < f <= t - self.video_len]:
-                del history[frame]
+            mixed_all.append(mixed)
+        self.bank[:, self.slot(t)] = torch.cat(mixed_all)                 # read above, now frame t's labels
         return preds
 
-    def _weights(self, t, params: PropagationParams, values: torch.Tensor) -> torch.Tensor:
-        """One setting's weights of its first candidates; refuses ties it cannot keep exactly."""
-        weights, beyond = kernels.candidate_weights(self.switches.weighting, values, params.topk,
-                                                    params.temperature)
-        if bool(beyond.any()):
-            raise InputError(f"frame {t}: more than {values.shape[1]} candidates tie with the {params.topk}-th of "
-                             f"setting {params.id} in {int(beyond.sum())} cell(s); the kept set would not be exact")
+    def _weights(self, t, batch, values: torch.Tensor, temperatures: torch.Tensor) -> torch.Tensor:
+        """The batch's weights of its first candidates; refuses ties it cannot keep exactly."""
+        weights, beyond = kernels.candidate_weights(self.switches.weighting, values, batch[0].topk, temperatures)
+        for params, rows in zip(batch, beyond.reshape(len(batch), -1)):
+            if bool(rows.any()):
+                raise InputError(f"frame {t}: more than {values.shape[1]} candidates tie with the {params.topk}-th "
+                                 f"of setting {params.id} in {int(rows.sum())} cell(s); the kept set would not be "
+                                 f"exact")
         return weights
 
 
@@ -352,8 +419,12 @@ def iter_propagate(frames_feats, first_mask_ids: np.ndarray, settings: Sequence[
     decoder = _DeviceDecoder(rule.decode_batch, len(settings)) if on_device else None
     previous_tf32 = _set_tf32(precision == "tf32", device)
     try:
+        merges = {}
+        for group in groups:
+            merges.setdefault(float(group.radius), []).append((group.video_len, group.longest))
         affinity = _Affinity(grid_hw, channels, [p.radius for p in settings], max(candidates.values()), max_len,
-                             device, precision, tile_hw, block, switches.window, switches.first_frame_masked)
+                             device, precision, tile_hw, block, switches.window, switches.first_frame_masked,
+                             switches.context, merges)
         reader = _ReadAhead(frames_feats)
         count, frames = reader.count, iter(reader)
         bar = tqdm(total=count, desc="frames", unit="fr", disable=not progress, leave=False)

@@ -189,19 +189,27 @@ def topk_ordered(scores: torch.Tensor, k: int, order: bool = True):
     return order_ties(values, index) if order else (values, index)
 
 
-def order_ties(values: torch.Tensor, index: torch.Tensor):
-    """Rows of (values, index) sorted by value descending (as they come), equal finite values by index."""
-    if has_ties(values):
-        index, by_index = torch.sort(index, dim=-1)
-        values = torch.gather(values, -1, by_index)
-        values, by_value = torch.sort(values, dim=-1, descending=True, stable=True)
-        index = torch.gather(index, -1, by_value)
-    return values, index
+def order_ties(values: torch.Tensor, index: torch.Tensor, *carried: torch.Tensor):
+    """Rows of (values, index) sorted by value descending (as they come), equal finite values by index;
+    tensors of the same shape in `carried` are permuted along with them. Only rows holding ties are
+    rewritten, in place. Returns (values, index, *carried)."""
+    tied = _tied_rows(values)
+    if bool(tied.any()):
+        rows = tied.nonzero(as_tuple=True)
+        row_index, by_index = torch.sort(index[rows], dim=-1)
+        row_values = torch.gather(values[rows], -1, by_index)
+        row_carried = [torch.gather(c[rows], -1, by_index) for c in carried]
+        row_values, by_value = torch.sort(row_values, dim=-1, descending=True, stable=True)
+        values[rows] = row_values
+        index[rows] = torch.gather(row_index, -1, by_value)
+        for c, row_c in zip(carried, row_carried):
+            c[rows] = torch.gather(row_c, -1, by_value)
+    return (values, index, *carried)
 
 
-def has_ties(values: torch.Tensor) -> bool:
-    """Whether some row of descending `values` holds two equal finite neighbours."""
-    return bool(((values[..., 1:] == values[..., :-1]) & (values[..., 1:] > NEG_INF)).any())
+def _tied_rows(values: torch.Tensor) -> torch.Tensor:
+    """Bool per row of descending `values`: whether it holds two equal finite neighbours."""
+    return ((values[..., 1:] == values[..., :-1]) & (values[..., 1:] > NEG_INF)).any(-1)
 
 
 MIN_PRODUCT = 16     # smallest rows / columns of a matrix product (smaller ones take other BLAS paths)
@@ -246,6 +254,18 @@ def mask_outside(scores: torch.Tensor, outside: torch.Tensor) -> None:
     scores.view(count, rows // outside.shape[0], *outside.shape).masked_fill_(outside, NEG_INF)
 
 
+def keep_in_order(values: torch.Tensor, index: torch.Tensor, keep: torch.Tensor):
+    """The entries of each row (last dim) where `keep` is True, moved to the front in their order; the rest
+    -inf / 0. Returns (values, index, kept count per row)."""
+    count = keep.sum(-1)
+    column = torch.where(keep, keep.cumsum(-1) - 1, keep.shape[-1])
+    shape = list(values.shape)
+    shape[-1] += 1
+    kept_values = values.new_full(shape, NEG_INF).scatter_(-1, column, values)
+    kept_index = index.new_zeros(shape).scatter_(-1, column, index)
+    return kept_values[..., :-1], kept_index[..., :-1], count
+
+
 def merge_topk(value_lists: torch.Tensor, label_index: torch.Tensor, k: int):
     """Top-k of concatenated per-slot lists (hw, S) -> (values (hw, k), label indices (hw, k)).
 
@@ -281,24 +301,30 @@ def mix_weighted(weights: torch.Tensor, label_index: torch.Tensor, labels: torch
 WEIGHTINGS = ("softmax_topk", "dino_exp_threshold", "topk_then_softmax")
 
 
-def candidate_weights(weighting: str, values: torch.Tensor, k: int, temperature: float):
-    """Weights (hw, n) of merged candidates (hw, n >= k, best first; -inf = no candidate) and a bool (hw,)
-    marking rows where the n-th candidate is still kept (more may tie beyond the list: not exact).
+def candidate_weights(weighting: str, values: torch.Tensor, k: int, temperature):
+    """Weights of merged candidates (hw, n >= k, best first; -inf = no candidate) and a bool marking rows
+    where the n-th candidate is still kept (more may tie beyond the list: not exact). `temperature` is a
+    number (weights (hw, n), marks (hw,)) or a (B, 1, 1) tensor of B settings' temperatures (weights
+    (B, hw, n), marks (B, hw)); each setting's weights are the same bits either way.
 
       softmax_topk:        softmax(v / T) over the first k (exactly k; seed, VFS),
       dino_exp_threshold:  w = exp(v / T); w < (k-th w) set to 0 (ties kept); w / sum(w) (DINO),
       topk_then_softmax:   v < (k-th v) dropped (ties kept); softmax(v / T) over the rest (DINOv3).
     """
     if weighting == "softmax_topk":
-        return torch.softmax(values[:, :k] / temperature, dim=1), values.new_zeros(values.shape[0], dtype=torch.bool)
+        weights = torch.softmax(values[:, :k] / temperature, dim=-1)
+        return weights, torch.zeros(weights.shape[:-1], dtype=torch.bool, device=values.device)
     if weighting == "dino_exp_threshold":
         weights = torch.exp(values / temperature)
-        kth = weights[:, k - 1:k]
+        kth = weights[..., k - 1:k]
         weights = torch.where(weights < kth, torch.zeros_like(weights), weights)
-        beyond = (weights[:, -1] > 0) if values.shape[1] > k else weights.new_zeros(len(weights), dtype=torch.bool)
-        return weights / weights.sum(dim=1, keepdim=True), beyond
+        beyond = (weights[..., -1] > 0) if values.shape[1] > k else torch.zeros(
+            weights.shape[:-1], dtype=torch.bool, device=values.device)
+        return weights / weights.sum(dim=-1, keepdim=True), beyond
     if weighting == "topk_then_softmax":
         kept = torch.where(values >= values[:, k - 1:k], values, torch.full_like(values, NEG_INF))
-        beyond = (kept[:, -1] > NEG_INF) if values.shape[1] > k else values.new_zeros(len(values), dtype=torch.bool)
-        return torch.softmax(kept / temperature, dim=1), beyond
+        weights = torch.softmax(kept / temperature, dim=-1)
+        beyond = (kept[:, -1] > NEG_INF) if values.shape[1] > k else torch.zeros(
+            values.shape[0], dtype=torch.bool, device=values.device)
+        return weights, beyond.expand(weights.shape[:-1])
     raise ValueError(f"weighting {weighting!r}: expected one of {', '.join(WEIGHTINGS)}")
