@@ -72,11 +72,6 @@ class TilePlan:
     tiles: List[Tile]
 
     @property
-    def position_order(self) -> torch.Tensor:
-        """Indices that put per-tile results (tiles concatenated) back in row-major position order."""
-        return torch.argsort(torch.cat([t.query_index for t in self.tiles]))
-
-    @property
     def computed_products(self) -> int:
         """Query x key products one source frame costs (for FLOP counts)."""
         return sum(t.query_index.numel() * t.key_index.numel() for t in self.tiles)
