@@ -71,22 +71,21 @@ def test_smaller_radii_narrowed_from_the_largest_equal_each_setting_alone(tiny, 
     equal a run of that setting alone (one radius: no narrowing) bit for bit."""
     feats, mask = tiny
     rows = {"recomputed": 0, "all": 0}
-    uncertain_rows = engine._Affinity._uncertain_rows
+    recompute = engine._Affinity._recompute
 
-    def counting(self, *args):
-        marked = uncertain_rows(self, *args)
+    def counting(self, radius, marked, *args):
         rows["recomputed"] += int(marked.sum())
         rows["all"] += marked.numel()
-        return marked
+        return recompute(self, radius, marked, *args)
 
-    monkeypatch.setattr(engine._Affinity, "_uncertain_rows", counting)
+    monkeypatch.setattr(engine._Affinity, "_recompute", counting)
     settings = [PropagationParams(0.1, k, r, length) for k in (1, 4) for r in (1, 2, 4) for length in (2, 5)]
     together = {p: [] for p in settings}
     for _, out in iter_propagate(feats, mask, settings, mask.shape, protocol=protocol):
         for p in settings:
             together[p].append(out[p])
     assert 0 < rows["recomputed"] < rows["all"]
-    monkeypatch.setattr(engine._Affinity, "_uncertain_rows", uncertain_rows)
+    monkeypatch.setattr(engine._Affinity, "_recompute", recompute)
     for p in settings:
         np.testing.assert_array_equal(np.stack(together[p]), propagate_video(feats, mask, p, mask.shape,
                                                                              protocol=protocol), err_msg=p.id)

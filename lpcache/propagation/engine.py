@@ -6,9 +6,9 @@ Per target frame t the engine computes, once for all settings:
     that frame's top-kmax list restricted to the radius, from tile-vs-window products. Targets go in blocks of
     B consecutive frames whose query tiles share one product against the union of their key windows;
   * for each smaller radius, the same lists narrowed to its window (`_Affinity._group_lists`): the in-radius
-    entries of the largest radius's list are an exact prefix of the smaller radius's own list; only rows
-    where that prefix is too short to decide a merge it feeds (`_uncertain_rows`: 1-2 % of rows on real
-    features) take their own top-k, from the same tile scores; a sweep over radii costs one top-k pass.
+    entries of the largest radius's list are an exact prefix of the smaller radius's own list, and a row is
+    recomputed only where that prefix is too short to decide a merge it feeds (`_uncertain_rows`: about 1 %
+    of rows on real features), so a sweep over radii costs one top-k pass, not one per radius.
 Each setting (tau, k, r, L) then takes the top-k of the concatenation of its L + 1 slot lists (frame 0
 repeated as often as the seed repeats it), softmax(scores / tau), and mixes its own fed-back soft labels.
 Only the last Lmax + B - 1 frames' features (stored per column block) and Lmax soft labels are kept.
@@ -204,41 +204,31 @@ class _Affinity:
             low = 0                      # frame 0 (store slot 0) is restricted like every other frame
         largest, smaller = self.plan.radii[0], self.plan.radii[1:]
         shape = (high - low, count, self.hw, self.kmax)      # (n, B', hw, kmax), positions row-major
-        values = {radius: torch.empty(shape, device=self.device) for radius in self.plan.radii}
-        index = {radius: torch.empty(shape, dtype=torch.long, device=self.device) for radius in self.plan.radii}
-        first_by_target = first_values.reshape(count, self.hw, first_values.shape[1])
-        merge_rows = {radius: self._merge_rows(radius, t, count, low, high) for radius in smaller}
+        top_values = torch.empty(shape, device=self.device)
+        top_index = torch.empty(shape, dtype=torch.long, device=self.device)
+        inside = {radius: torch.empty(shape, dtype=torch.bool, device=self.device) for radius in smaller}
         for tile in self.plan.tiles:
             (y0, y1), (x0, x1), (ky0, ky1) = tile.rows, tile.cols, tile.key_rows
             queries = queries_all[:, y0:y1, x0:x1].reshape(count * (y1 - y0) * (x1 - x0), -1)
             keys = self.store[tile.block][low:high, ky0:ky1]
             keys = keys.reshape(high - low, keys.shape[1] * keys.shape[2], keys.shape[3])
             scores = kernels.window_scores(queries, keys, tile.outside[largest]).float()   # (n, B'*M, N)
-            top_values, local = kernels.topk_ordered(scores, self.kmax, order=False)
-            tile_shape = (high - low, count, tile.query_index.numel(), self.kmax)
-            flags = [~torch.gather(tile.outside[radius].expand(high - low, count, *tile.outside[radius].shape), 3,
-                                   local.reshape(tile_shape)).reshape(local.shape) for radius in smaller]
-            # equal values by position; which entries are inside each smaller radius follows them
-            top_values, top_index, *flags = kernels.order_ties(top_values, tile.key_index[local], *flags)
-            values[largest][:, :, tile.query_index] = top_values.reshape(tile_shape)
-            index[largest][:, :, tile.query_index] = top_index.reshape(tile_shape)
-            last = top_values[..., -1].reshape(tile_shape[:3])    # every key beyond a list scores <= it
-            for radius, kept in zip(smaller, flags):    # the entries inside it, in order: an exact prefix
-                narrowed_values, narrowed_index, known = (
-                    x.reshape(tile_shape[:3] + x.shape[2:]) for x in
-                    kernels.keep_in_order(top_values, top_index, kept & (top_values > NEG_INF)))
-                rows = self._uncertain_rows(radius, narrowed_values, known, last,
-                                            first_by_target[:, tile.query_index], merge_rows[radius])
-                if bool(rows.any()):                    # their own top-k, from the same scores
-                    source, target, query = rows.nonzero(as_tuple=True)
-                    row_scores = scores.view(tile_shape[:3] + (-1,))[source, target, query]
-                    row_scores.masked_fill_(tile.outside[radius][query], NEG_INF)
-                    row_values, row_index = kernels.topk_ordered(row_scores, self.kmax)
-                    narrowed_values[source, target, query] = row_values
-                    narrowed_index[source, target, query] = tile.key_index[row_index]
-                    self.recomputed_rows += len(source)
-                values[radius][:, :, tile.query_index] = narrowed_values
-                index[radius][:, :, tile.query_index] = narrowed_index
+            tile_values, tile_index = kernels.topk_ordered(scores, self.kmax, order=False)
+            tile_index = tile_index.reshape(high - low, count, -1, self.kmax)
+            top_values[:, :, tile.query_index] = tile_values.reshape(tile_index.shape)
+            top_index[:, :, tile.query_index] = tile.key_index[tile_index]
+            for radius in smaller:      # which kept keys are inside the smaller radius, from its tile mask
+                outside = tile.outside[radius].expand(high - low, count, *tile.outside[radius].shape)
+                inside[radius][:, :, tile.query_index] = ~torch.gather(outside, 3, tile_index)
+        # equal values by position; the inside flags follow their entries
+        top_values, top_index, *flags = kernels.order_ties(top_values, top_index, *[inside[r] for r in smaller])
+        last = top_values[..., -1]       # every key beyond a list scores <= its last value
+        values, index = {largest: top_values}, {largest: top_index}
+        for radius, kept in zip(smaller, flags):    # the entries inside it, in order: an exact prefix
+            *lists, known = kernels.keep_in_order(top_values, top_index, kept & (top_values > NEG_INF))
+            uncertain = self._uncertain_rows(radius, lists[0], known, last, first_values, t, low, high)
+            self._recompute(radius, uncertain, *lists, queries_all, low)
+            values[radius], index[radius] = lists
         radii = self.plan.radii
         sources = {f: row for row, f in enumerate(self.slot_frames[low:high])}
         return [_Shared(first_values_j, first_index_j, sources,
@@ -246,40 +236,54 @@ class _Affinity:
                 for j, (first_values_j, first_index_j) in enumerate(zip(first_values.split(self.hw),
                                                                           first_index.split(self.hw)))]
 
-    def _merge_rows(self, radius, t, count, low, high) -> List[List[Tuple[int, torch.Tensor]]]:
-        """Per target t..t+count-1: (n, source rows of its context) of each merge radius's lists feed."""
-        row_of = {f: row for row, f in enumerate(self.slot_frames[low:high])}
-        per_target = []
-        for target in range(t, t + count):
-            merges = []
-            for video_len, n in self.merges.get(radius, []):
-                slots = context_frames(self.context, target, video_len)
-                frames = sorted(set(slots if self.first_frame_masked else slots[1:]))
-                merges.append((n, torch.tensor([row_of[f] for f in frames], device=self.device)))
-            per_target.append(merges)
-        return per_target
-
-    def _uncertain_rows(self, radius, values, known, last, first, merge_rows) -> torch.Tensor:
-        """(n, B', M) True where a row of a tile (values (n, B', M, kmax)), whose first `known` entries are
-        exact and whose missing ones all score <= `last`, may miss a candidate that one of radius's merges
-        (n candidates; `merge_rows`) would take: fewer than n are known and the merge's n-th known
-        candidate (frame 0's unrestricted list `first` (B', M, kmax) included) does not score above `last`."""
+    def _uncertain_rows(self, radius, values, known, last, first_values, t, low, high) -> torch.Tensor:
+        """(n, B', hw) True where a row, whose first `known` entries are exact and whose missing ones all
+        score <= `last`, may miss a candidate that one of radius's merges (n candidates) would take: where
+        fewer than n are known and the merge's n-th known candidate does not score above `last`."""
         open_rows = (known < self.kmax) & (last > NEG_INF)      # the computed list did not run out of keys
         if radius not in self.merges or not bool(open_rows.any()):   # no merge known: every row must be whole
             return open_rows
         uncertain = torch.zeros_like(open_rows)
-        queries = values.shape[2]
-        for target, merges in enumerate(merge_rows):
-            for n, rows in merges:
-                lists = values[rows, target, :, :n].permute(1, 0, 2).reshape(queries, -1)
+        row_of = {f: row for row, f in enumerate(self.slot_frames[low:high])}
+        for target in range(values.shape[1]):
+            first = first_values[target * self.hw:(target + 1) * self.hw]
+            for video_len, n in self.merges[radius]:
+                slots = context_frames(self.context, t + target, video_len)
+                frames = sorted(set(slots if self.first_frame_masked else slots[1:]))
+                rows = torch.tensor([row_of[f] for f in frames], device=values.device)
+                lists = values[rows, target, :, :n].permute(1, 0, 2).reshape(self.hw, -1)
                 if not self.first_frame_masked:
-                    lists = torch.cat([first[target, :, :n], lists], 1)
+                    lists = torch.cat([first[:, :n], lists], 1)
                 # the merge's n-th known score; merging repeated slots (as the seed does) only raises it
                 nth = torch.topk(lists, n, dim=1).values[:, -1] if lists.shape[1] >= n else lists.new_full(
-                    (queries,), NEG_INF)
+                    (self.hw,), NEG_INF)
                 unsure = (known[rows, target] < n) & (last[rows, target] > NEG_INF) & (last[rows, target] >= nth)
                 uncertain[rows, target] |= unsure
         return uncertain
+
+    def _recompute(self, radius, rows, values, index, queries_all, low):
+        """Overwrite the marked rows (n, B', hw) of radius's lists with their own top-kmax, computed as the
+        windowed products compute them (same scores, same tie rule)."""
+        if not bool(rows.any()):
+            return
+        channels = queries_all.shape[-1]
+        for tile in self.plan.tiles:
+            source, target, local = rows[:, :, tile.query_index].nonzero(as_tuple=True)
+            if not len(source):
+                continue
+            (y0, y1), (x0, x1), (ky0, ky1) = tile.rows, tile.cols, tile.key_rows
+            tile_queries = queries_all[:, y0:y1, x0:x1].reshape(queries_all.shape[0], -1, channels)
+            for row in source.unique().tolist():
+                pick = source == row
+                queries = tile_queries[target[pick], local[pick]]
+                keys = self.store[tile.block][low + row, ky0:ky1].reshape(-1, channels)
+                scores = kernels.products(queries, keys.t()).float()
+                scores.masked_fill_(tile.outside[radius][local[pick]], NEG_INF)
+                top_values, top_index = kernels.topk_ordered(scores, self.kmax)
+                positions = tile.query_index[local[pick]]
+                values[row, target[pick], positions] = top_values
+                index[row, target[pick], positions] = tile.key_index[top_index]
+            self.recomputed_rows += len(source)
 
     def _first_lists(self, queries, chunk=1024):
         """Unrestricted top-kmax of every query against frame 0 (slot 0), in chunks of queries."""
