@@ -65,49 +65,59 @@ def test_all_settings_at_once_equal_each_setting_alone(tiny, block):
 
 
 @pytest.mark.parametrize("protocol", ["seed", "dino", "vfs", "dinov3"])
-def test_smaller_radii_narrowed_from_the_largest_equal_each_setting_alone(tiny, protocol, monkeypatch):
-    """A sweep takes its per-frame top-k once, for the largest radius; smaller radii narrow those lists and
-    recompute only the rows they cannot decide. Both kinds of rows occur here, and every setting's masks
-    equal a run of that setting alone (one radius: no narrowing) bit for bit."""
+def test_a_grid_of_radii_and_lengths_equals_each_setting_alone(tiny, protocol):
+    """A sweep computes one product per tile for the largest radius and takes each radius's band lists from
+    it; contexts of several lengths are cut into bands (frame 0's repeats a band of their own). Every
+    setting's masks equal a run of that setting alone (one radius, one length: one band) bit for bit."""
     feats, mask = tiny
-    rows = {"recomputed": 0, "all": 0}
-    recompute = engine._Affinity._recompute
-
-    def counting(self, radius, marked, *args):
-        rows["recomputed"] += int(marked.sum())
-        rows["all"] += marked.numel()
-        return recompute(self, radius, marked, *args)
-
-    monkeypatch.setattr(engine._Affinity, "_recompute", counting)
-    settings = [PropagationParams(0.1, k, r, length) for k in (1, 4) for r in (1, 2, 4) for length in (2, 5)]
+    settings = [PropagationParams(0.1, k, r, length) for k in (1, 4) for r in (1, 2, 4) for length in (2, 5, 7)]
     together = {p: [] for p in settings}
-    for _, out in iter_propagate(feats, mask, settings, mask.shape, protocol=protocol):
+    for _, out in iter_propagate(feats, mask, settings, mask.shape, protocol=protocol, tile_hw=(3, 4)):
         for p in settings:
             together[p].append(out[p])
-    assert 0 < rows["recomputed"] < rows["all"]
-    monkeypatch.setattr(engine._Affinity, "_recompute", recompute)
     for p in settings:
         np.testing.assert_array_equal(np.stack(together[p]), propagate_video(feats, mask, p, mask.shape,
                                                                              protocol=protocol), err_msg=p.id)
 
 
-def test_narrowed_lists_without_known_merges_are_the_radius_own_lists(tiny):
-    """Without the merges a radius feeds, every row the larger list cannot fill is recomputed: the narrowed
-    lists are then the smaller radius's own top-k lists (scores and positions; -inf padding aside)."""
+@pytest.mark.parametrize("context,masked", [("padded_first", False), ("first_plus_last", True),
+                                            ("first_plus_previous", True)])
+def test_context_bands_cut_every_context_into_whole_bands(context, masked):
+    """Bands follow the slots of the largest context in order; each smaller context is its head plus the
+    bands from its start; a band holds distinct consecutive frames or one frame repeated."""
+    from lpcache.protocols.base import context_frames
+
+    lengths = (2, 5, 7)
+    for target in range(1, 15):
+        bands = engine.context_bands(context, masked, target, lengths)
+        slots = [f for band in bands for f in band.frames * band.copies]
+        for length in lengths:
+            windowed = context_frames(context, target, length)[0 if masked else 1:]
+            start = engine.suffix_start(context, masked, target, 7, length)
+            got = [f for band in engine.bands_in_context(bands, start, masked) for f in band.frames * band.copies]
+            assert got == windowed, (target, length)
+        assert slots == context_frames(context, target, 7)[0 if masked else 1:]
+        for band in bands:
+            assert band.copies == 1 or len(band.frames) == 1
+            assert list(band.frames) == list(range(band.frames[0], band.frames[0] + len(band.frames)))
+
+
+def test_band_lists_of_a_smaller_radius_are_its_own_lists(tiny):
+    """The lists of a smaller radius, taken from the larger radius's products, equal those of a run with that
+    radius alone (scores and positions; -inf padding aside)."""
     feats = torch.from_numpy(tiny[0])
 
     def lists(radii):
-        affinity = engine._Affinity((7, 9), 6, radii, 5, 4, torch.device("cpu"), "float32", block=1)
+        affinity = engine._Affinity((7, 9), 6, radii, 5, 4, torch.device("cpu"), "float32", block=1, tile_hw=(3, 4))
         for frame in range(5):
             affinity.add_source(frame, feats[frame])
-        return affinity, affinity.lists(5, [feats[5]])[0]
+        return affinity.lists(5, [feats[5]])[0]
 
-    narrowing, both = lists([4.0, 2.0])
-    _, alone = lists([2.0])
-    assert narrowing.recomputed_rows > 0
-    finite = torch.isfinite(alone.values[2.0])
-    torch.testing.assert_close(both.values[2.0], alone.values[2.0], rtol=0, atol=0)
-    assert torch.equal(both.index[2.0][finite], alone.index[2.0][finite])
+    both, alone = lists([4.0, 1.0]), lists([1.0])   # radius 1: one key per frame, so -inf padding too
+    finite = torch.isfinite(alone.values[1.0])
+    assert 0 < int(finite.sum()) < finite.numel()
+    torch.testing.assert_close(both.values[1.0], alone.values[1.0], rtol=0, atol=0)
+    assert torch.equal(both.index[1.0][finite], alone.index[1.0][finite])
 
 
 def test_blocks_of_targets_give_the_masks_of_one_target_at_a_time(tiny):

@@ -37,20 +37,35 @@ def test_plan_covers_every_query_once_with_every_in_radius_key(grid, radii, tile
 
 
 def test_window_scores_equal_dense_products_masked_outside_the_radius():
+    """Scores come per query with the frames side by side, whatever runs of frames they are given in."""
     torch.manual_seed(0)
     plan = kernels.plan_tiles((6, 8), [2.5], (3, 4))
-    frames = torch.randn(3, 6, 8, 5)
+    frames = torch.randn(4, 6, 8, 5)
     for t in plan.tiles:
         (y0, y1), (x0, x1), (ky0, ky1) = t.rows, t.cols, t.key_rows
         kx0, kx1 = plan.blocks[t.block]
         queries = frames[0, y0:y1, x0:x1].reshape(-1, 5)
-        keys = frames[1:, ky0:ky1, kx0:kx1].reshape(2, -1, 5)
-        got = kernels.window_scores(queries, keys, t.outside[2.5])
-        dense = torch.einsum("mc,nc->mn", queries, frames[1].reshape(-1, 5))
-        want = dense[:, t.key_index].masked_fill(t.outside[2.5], float("-inf"))
-        torch.testing.assert_close(got[0], want, rtol=1e-6, atol=1e-6)
-        stacked = kernels.window_scores(torch.cat([queries, 2 * queries]), keys, t.outside[2.5])   # a block of 2
-        torch.testing.assert_close(stacked[0], torch.cat([want, 2 * want]), rtol=1e-6, atol=1e-6)
+        keys = frames[1:, ky0:ky1, kx0:kx1].reshape(3, -1, 5)
+        want = torch.stack([torch.einsum("mc,nc->mn", queries, frames[f].reshape(-1, 5))[:, t.key_index]
+                            .masked_fill(t.outside[2.5], float("-inf")) for f in (1, 2, 3)], 1)
+        for segments in ([keys], [keys[:1], keys[1:]], [keys[:1], keys[1:2], keys[2:]]):
+            got = kernels.window_scores(queries, segments, t.outside[2.5])
+            torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+        stacked = kernels.window_scores(torch.cat([queries, 2 * queries]), [keys], t.outside[2.5])   # a block of 2
+        torch.testing.assert_close(stacked, torch.cat([want, 2 * want]), rtol=1e-6, atol=1e-6)
+
+
+def test_sub_windows_hold_every_key_of_their_radius():
+    plan = kernels.plan_tiles((15, 17), [5.0, 2.0, 1.0], (4, 4))
+    for t in plan.tiles:
+        for radius in plan.radii:
+            window = t.windows[radius]
+            inside = set(t.key_index[(~t.outside[radius]).any(0)].tolist())
+            assert inside <= set(window.key_index.tolist())
+            shape = (t.key_rows[1] - t.key_rows[0], plan.blocks[t.block][1] - plan.blocks[t.block][0])
+            assert torch.equal(window.key_index, t.key_index.view(shape)[window.rows, window.cols].reshape(-1))
+            assert int((~window.outside).sum()) == int((~t.outside[radius]).sum())
+        assert len(t.windows[1.0].key_index) < len(t.windows[5.0].key_index) == len(t.key_index)
 
 
 def test_topk_ordered_pads_with_minus_infinity():
@@ -156,11 +171,3 @@ def test_choose_tile_prefers_small_tiles_on_large_grids():
     assert plan.computed_products == kernels.window_products((20, 30), 5.0, (4, 8))
 
 
-def test_keep_in_order_moves_kept_entries_to_the_front_in_order():
-    values = torch.tensor([[5.0, 4.0, 3.0, 2.0], [9.0, 8.0, 7.0, 6.0]])
-    index = torch.tensor([[10, 11, 12, 13], [20, 21, 22, 23]])
-    keep = torch.tensor([[False, True, False, True], [True, True, True, True]])
-    kept_values, kept_index, count = kernels.keep_in_order(values, index, keep)
-    assert kept_values.tolist() == [[4.0, 2.0, float("-inf"), float("-inf")], [9.0, 8.0, 7.0, 6.0]]
-    assert kept_index[:, :2].tolist() == [[11, 13], [20, 21]] and kept_index[1].tolist() == [20, 21, 22, 23]
-    assert count.tolist() == [2, 4]

@@ -76,3 +76,13 @@ def test_void_is_a_channel_but_is_written_as_background():
     soft = np.zeros((1, 4, 4), np.float32)
     soft[0, np.arange(4), np.arange(4)] = 1.0
     assert upsample_argmax(soft, ids, (1, 4)).tolist() == [[0, 1, 2, 0]]
+
+
+@pytest.mark.parametrize("names", [(0, 1), (0, 8), (7, 2), (255, 0)])
+def test_argmax_of_two_channels_is_numpys_with_the_first_maximum(names):
+    rng = np.random.default_rng(1)
+    values = rng.random((31, 17, 2)).astype(np.float32)
+    values[::3, ::2, 1] = values[::3, ::2, 0]          # ties: the first channel wins
+    got = argmax_ids(values, np.array(names))
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got, np.array(names, np.uint8)[np.argmax(values, axis=-1)])

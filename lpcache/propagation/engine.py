@@ -2,15 +2,17 @@
 
 Per target frame t the engine computes, once for all settings:
   * the unrestricted top-kmax list of frame 0 (slot 0, the long-term memory), from the full product;
-  * for the largest radius and each distinct source frame of the largest context (frames max(0, t-Lmax)..t-1),
-    that frame's top-kmax list restricted to the radius, from tile-vs-window products. Targets go in blocks of
-    B consecutive frames whose query tiles share one product against the union of their key windows;
-  * for each smaller radius, the same lists narrowed to its window (`_Affinity._group_lists`): the in-radius
-    entries of the largest radius's list are an exact prefix of the smaller radius's own list, and a row is
-    recomputed only where that prefix is too short to decide a merge it feeds (`_uncertain_rows`: about 1 %
-    of rows on real features), so a sweep over radii costs one top-k pass, not one per radius.
-Each setting (tau, k, r, L) then takes the top-k of the concatenation of its L + 1 slot lists (frame 0
-repeated as often as the seed repeats it), softmax(scores / tau), and mixes its own fed-back soft labels.
+  * for each radius, one top-kmax list per *band* of the largest context (`context_bands`): a run of
+    consecutive source frames side by side (a smaller context length starts a new band, so every setting's
+    context is whole bands; a frame the seed repeats, frame 0 while t <= L, is a band of its own), from
+    tile-vs-window products. One top-k over a band's frames costs much less than one per frame: on CPU a
+    top-k's cost grows with the lists it builds (k log k each), not only with the scores it reads. Targets
+    go in blocks of B consecutive frames whose query tiles share one product against the union of their key
+    windows, written per query with the frames side by side and oldest first, so a band is a view; a smaller
+    radius copies its part of the window (the rectangle it can reach) and masks it.
+Each setting (tau, k, r, L) then takes the top-k of the concatenation of its context's band lists (the
+repeated frame's list once per slot it fills, as the seed repeats it), softmax(scores / tau), and mixes its
+own fed-back soft labels.
 Only the last Lmax + B - 1 frames' features (stored per column block) and Lmax soft labels are kept.
 
 Every top-k and merge follows one tie rule (kernels.py): score descending, then the candidate's place in
@@ -19,6 +21,7 @@ whatever the product's shape. So a setting run alone and the same setting inside
 Lmax, radii, tile plan, block size) give bit-identical soft maps on CPU. On CUDA, cuBLAS may pick another
 kernel for another shape, so scores (and then rare masks) can differ by rounding between such runs.
 """
+import dataclasses
 import logging
 import queue
 import threading
@@ -111,15 +114,74 @@ def _grid_shape(frames_feats):
     return (shape[1], shape[2]), shape[3]
 
 
-class _Shared:
-    """Per-target candidate lists shared by all settings."""
+@dataclasses.dataclass(frozen=True)
+class _Band:
+    """A run of context slots whose candidates share one top-kmax list: distinct frames (oldest first), or one
+    frame repeated `copies` times (the seed's padding with frame 0). `start` is its first slot among the
+    windowed slots of the largest context; `row` its list's row in the block's list tensors."""
 
-    def __init__(self, first_values, first_index, sources, values, index):
+    frames: Tuple[int, ...]
+    copies: int
+    start: int
+    row: int = -1
+
+
+def context_bands(context, first_frame_masked, target, lengths) -> List[_Band]:
+    """The windowed slots of `target`'s largest context (context_frames) cut into bands, in slot order: the
+    masked frame-0 slot alone, then the others cut where a smaller context's slots begin (so every context
+    is whole bands: its head and the bands from `suffix_start` on) and around runs of one repeated frame."""
+    lengths = sorted(set(lengths))
+    windowed = context_frames(context, target, lengths[-1])
+    head = 1 if first_frame_masked else 0
+    windowed = windowed if first_frame_masked else windowed[1:]
+    cuts = {head, len(windowed)} | {suffix_start(context, first_frame_masked, target, lengths[-1], length)
+                                    for length in lengths}
+    bands = [_Band((0,), 1, 0)] if head else []
+    edges = sorted(cuts)
+    for begin, end in zip(edges, edges[1:]):
+        slot = begin
+        while slot < end:
+            stop = slot + 1
+            while stop < end and windowed[stop] == windowed[slot]:
+                stop += 1
+            if stop - slot > 1:                                           # one frame repeated
+                bands.append(_Band((windowed[slot],), stop - slot, slot))
+            else:                                                         # distinct frames up to the next repeat
+                while stop < end and windowed[stop] != windowed[stop - 1] and not (
+                        stop + 1 < end and windowed[stop + 1] == windowed[stop]):
+                    stop += 1
+                bands.append(_Band(tuple(windowed[slot:stop]), 1, slot))
+            slot = stop
+    return bands
+
+
+def suffix_start(context, first_frame_masked, target, largest, length) -> int:
+    """Where the context of `length` begins among the windowed slots of the `largest` one (after the head):
+    each context's slots after frame 0's are a suffix of the largest one's (asserted)."""
+    tail = context_frames(context, target, length)[1:]
+    tail_largest = context_frames(context, target, largest)[1:]
+    assert tail_largest[len(tail_largest) - len(tail):] == tail, (context, target, length)
+    return (1 if first_frame_masked else 0) + len(tail_largest) - len(tail)
+
+
+def bands_in_context(bands: Sequence[_Band], start: int, first_frame_masked) -> List[_Band]:
+    """The bands of one context: the head band (masked frame 0) and those from `start` (suffix_start) on."""
+    head = 1 if first_frame_masked else 0
+    return [band for band in bands if band.start < head or band.start >= start]
+
+
+class _Shared:
+    """One target's candidate lists shared by all settings: frame 0's unrestricted list, and per radius the
+    top-kmax list of each band of its context (the block's list tensors, its bands' rows)."""
+
+    def __init__(self, target, first_values, first_index, bands, values, index, largest_len):
+        self.target = target
+        self.largest_len = largest_len     # the video_len whose context the bands cut
         self.first_values = first_values   # (hw, kmax) unrestricted frame-0 scores
         self.first_index = first_index     # (hw, kmax) positions in frame 0
-        self.sources = sources             # {frame: row} of the per-frame lists
-        self.values = values               # radius -> (n_src, hw, kmax) radius-restricted scores
-        self.index = index                 # radius -> (n_src, hw, kmax) positions in that frame
+        self.bands = bands                 # [_Band] in slot order
+        self.values = values               # radius -> (n_lists, hw, kmax) radius-restricted scores, by band row
+        self.index = index                 # radius -> (n_lists, hw, kmax) ordinal in band * hw + position
 
 
 DEFAULT_BLOCK = {"cpu": 2, "cuda": 8}    # targets per block: bigger products (CPU), fewer launches (GPU)
@@ -130,18 +192,17 @@ class _Affinity:
 
     The B targets t..t+B-1 of a block share one product per tile: their query tiles stacked (B*M rows)
     against the key windows of every frame one of them needs (t-Lmax..t+B-2, and frame 0 while t <= Lmax).
-    Store slot 0 holds frame 0, slot 1 + (f - 1) % R frame f >= 1 with R = Lmax + B - 1, so those frames
-    are one contiguous run of slots: 0..t+B-2 before the ring wraps, else all of 1..R. A target ignores
-    the rows of frames outside its own context. When a product runs out of memory, the block's targets
-    are split into smaller groups (fewer query rows per product) from then on.
+    Store slot 0 holds frame 0, slot 1 + (f - 1) % R frame f >= 1 with R = Lmax + B - 1, so those frames,
+    oldest first, are at most three runs of consecutive slots (one batched product each). Each target
+    takes the top-kmax of each of its bands (one list row per distinct band of a target). When a product
+    runs out of memory, the block's targets are split into smaller groups (fewer query rows) from then on.
     """
 
     def __init__(self, grid_hw, channels, radii, kmax, max_len, device, precision, tile_hw=None, block=None,
-                 window="circle_lt", first_frame_masked=False, context="padded_first", merges=None):
+                 window="circle_lt", first_frame_masked=False, context="padded_first", lengths=()):
         self.grid_hw = grid_hw
         self.context = context           # the protocol's context rule (protocols.base.CONTEXTS)
-        self.merges = merges or {}       # radius -> [(video_len, n)]: the merges its lists feed (settings groups)
-        self.recomputed_rows = 0         # rows of smaller radii recomputed by their own top-k
+        self.lengths = sorted({max_len, *lengths})   # the settings' context lengths: each context is whole bands
         self.first_frame_masked = first_frame_masked   # frame 0 only in the windowed products, no full slot
         self.hw = grid_hw[0] * grid_hw[1]
         self.kmax = kmax
@@ -202,88 +263,53 @@ class _Affinity:
         low, high = (0, last_needed + 1) if last_needed <= self.ring else (1, self.ring + 1)
         if self.first_frame_masked:
             low = 0                      # frame 0 (store slot 0) is restricted like every other frame
-        largest, smaller = self.plan.radii[0], self.plan.radii[1:]
-        shape = (high - low, count, self.hw, self.kmax)      # (n, B', hw, kmax), positions row-major
-        top_values = torch.empty(shape, device=self.device)
-        top_index = torch.empty(shape, dtype=torch.long, device=self.device)
-        inside = {radius: torch.empty(shape, dtype=torch.bool, device=self.device) for radius in smaller}
+        # the stored frames oldest first, as runs of consecutive store slots (the ring wraps once at most)
+        by_age = sorted(range(low, high), key=lambda slot: self.slot_frames[slot])
+        column = {self.slot_frames[slot]: at for at, slot in enumerate(by_age)}
+        runs = [[by_age[0], by_age[0] + 1]]
+        for slot in by_age[1:]:
+            if slot == runs[-1][1]:
+                runs[-1][1] += 1
+            else:
+                runs.append([slot, slot + 1])
+        bands, lists = [], []            # per target: its bands; per list row: (target, first and last column + 1)
+        for target in range(count):
+            rows, target_bands = {}, context_bands(self.context, self.first_frame_masked, t + target, self.lengths)
+            for band in target_bands:
+                if band.frames not in rows:
+                    rows[band.frames] = len(lists)
+                    at = column[band.frames[0]]
+                    assert [column[f] for f in band.frames] == list(range(at, at + len(band.frames)))
+                    lists.append((target, at, at + len(band.frames)))
+            bands.append([dataclasses.replace(band, row=rows[band.frames]) for band in target_bands])
+        shape = (len(lists), self.hw, self.kmax)               # positions row-major
+        values = {r: torch.empty(shape, device=self.device) for r in self.plan.radii}
+        index = {r: torch.empty(shape, dtype=torch.long, device=self.device) for r in self.plan.radii}
         for tile in self.plan.tiles:
             (y0, y1), (x0, x1), (ky0, ky1) = tile.rows, tile.cols, tile.key_rows
             queries = queries_all[:, y0:y1, x0:x1].reshape(count * (y1 - y0) * (x1 - x0), -1)
-            keys = self.store[tile.block][low:high, ky0:ky1]
-            keys = keys.reshape(high - low, keys.shape[1] * keys.shape[2], keys.shape[3])
-            scores = kernels.window_scores(queries, keys, tile.outside[largest]).float()   # (n, B'*M, N)
-            tile_values, tile_index = kernels.topk_ordered(scores, self.kmax, order=False)
-            tile_index = tile_index.reshape(high - low, count, -1, self.kmax)
-            top_values[:, :, tile.query_index] = tile_values.reshape(tile_index.shape)
-            top_index[:, :, tile.query_index] = tile.key_index[tile_index]
-            for radius in smaller:      # which kept keys are inside the smaller radius, from its tile mask
-                outside = tile.outside[radius].expand(high - low, count, *tile.outside[radius].shape)
-                inside[radius][:, :, tile.query_index] = ~torch.gather(outside, 3, tile_index)
-        # equal values by position; the inside flags follow their entries
-        top_values, top_index, *flags = kernels.order_ties(top_values, top_index, *[inside[r] for r in smaller])
-        last = top_values[..., -1]       # every key beyond a list scores <= its last value
-        values, index = {largest: top_values}, {largest: top_index}
-        for radius, kept in zip(smaller, flags):    # the entries inside it, in order: an exact prefix
-            *lists, known = kernels.keep_in_order(top_values, top_index, kept & (top_values > NEG_INF))
-            uncertain = self._uncertain_rows(radius, lists[0], known, last, first_values, t, low, high)
-            self._recompute(radius, uncertain, *lists, queries_all, low)
-            values[radius], index[radius] = lists
-        radii = self.plan.radii
-        sources = {f: row for row, f in enumerate(self.slot_frames[low:high])}
-        return [_Shared(first_values_j, first_index_j, sources,
-                        {r: values[r][:, j] for r in radii}, {r: index[r][:, j] for r in radii})
+            store = self.store[tile.block]
+            segments = [store[first:stop, ky0:ky1].reshape(stop - first, -1, store.shape[-1]) for first, stop in runs]
+            scores = kernels.window_scores(queries, segments, tile.outside[self.plan.radii[0]])   # (B'*M, n, N)
+            queries_n = len(tile.query_index)
+            for radius in self.plan.radii:
+                window = tile.windows[radius]
+                for row, (target, first, stop) in enumerate(lists):
+                    # the band's frames side by side in slot order: columns in (slot, position) order
+                    band = scores[target * queries_n:(target + 1) * queries_n, first:stop]    # (M, frames, N)
+                    if radius != self.plan.radii[0]:      # a copy of the smaller radius's rectangle, masked
+                        band = band.view(queries_n, stop - first, ky1 - ky0, -1)[:, :, window.rows, window.cols]
+                        band = band.masked_fill(window.outside.view(queries_n, 1, *band.shape[2:]), NEG_INF)
+                    tile_values, columns = kernels.topk_ordered(band.reshape(queries_n, -1), self.kmax, order=False)
+                    keys_in = len(window.key_index)
+                    values[radius][row, tile.query_index] = tile_values
+                    index[radius][row, tile.query_index] = (torch.div(columns, keys_in, rounding_mode="floor")
+                                                            * self.hw + window.key_index[columns % keys_in])
+        for radius in self.plan.radii:   # equal values by (slot, position)
+            kernels.order_ties(values[radius], index[radius])
+        return [_Shared(t + j, first_values_j, first_index_j, bands[j], values, index, self.lengths[-1])
                 for j, (first_values_j, first_index_j) in enumerate(zip(first_values.split(self.hw),
                                                                           first_index.split(self.hw)))]
-
-    def _uncertain_rows(self, radius, values, known, last, first_values, t, low, high) -> torch.Tensor:
-        """(n, B', hw) True where a row, whose first `known` entries are exact and whose missing ones all
-        score <= `last`, may miss a candidate that one of radius's merges (n candidates) would take: where
-        fewer than n are known and the merge's n-th known candidate does not score above `last`."""
-        open_rows = (known < self.kmax) & (last > NEG_INF)      # the computed list did not run out of keys
-        if radius not in self.merges or not bool(open_rows.any()):   # no merge known: every row must be whole
-            return open_rows
-        uncertain = torch.zeros_like(open_rows)
-        row_of = {f: row for row, f in enumerate(self.slot_frames[low:high])}
-        for target in range(values.shape[1]):
-            first = first_values[target * self.hw:(target + 1) * self.hw]
-            for video_len, n in self.merges[radius]:
-                slots = context_frames(self.context, t + target, video_len)
-                frames = sorted(set(slots if self.first_frame_masked else slots[1:]))
-                rows = torch.tensor([row_of[f] for f in frames], device=values.device)
-                lists = values[rows, target, :, :n].permute(1, 0, 2).reshape(self.hw, -1)
-                if not self.first_frame_masked:
-                    lists = torch.cat([first[:, :n], lists], 1)
-                # the merge's n-th known score; merging repeated slots (as the seed does) only raises it
-                nth = torch.topk(lists, n, dim=1).values[:, -1] if lists.shape[1] >= n else lists.new_full(
-                    (self.hw,), NEG_INF)
-                unsure = (known[rows, target] < n) & (last[rows, target] > NEG_INF) & (last[rows, target] >= nth)
-                uncertain[rows, target] |= unsure
-        return uncertain
-
-    def _recompute(self, radius, rows, values, index, queries_all, low):
-        """Overwrite the marked rows (n, B', hw) of radius's lists with their own top-kmax, computed as the
-        windowed products compute them (same scores, same tie rule)."""
-        if not bool(rows.any()):
-            return
-        channels = queries_all.shape[-1]
-        for tile in self.plan.tiles:
-            source, target, local = rows[:, :, tile.query_index].nonzero(as_tuple=True)
-            if not len(source):
-                continue
-            (y0, y1), (x0, x1), (ky0, ky1) = tile.rows, tile.cols, tile.key_rows
-            tile_queries = queries_all[:, y0:y1, x0:x1].reshape(queries_all.shape[0], -1, channels)
-            for row in source.unique().tolist():
-                pick = source == row
-                queries = tile_queries[target[pick], local[pick]]
-                keys = self.store[tile.block][low + row, ky0:ky1].reshape(-1, channels)
-                scores = kernels.products(queries, keys.t()).float()
-                scores.masked_fill_(tile.outside[radius][local[pick]], NEG_INF)
-                top_values, top_index = kernels.topk_ordered(scores, self.kmax)
-                positions = tile.query_index[local[pick]]
-                values[row, target[pick], positions] = top_values
-                index[row, target[pick], positions] = tile.key_index[top_index]
-            self.recomputed_rows += len(source)
 
     def _first_lists(self, queries, chunk=1024):
         """Unrestricted top-kmax of every query against frame 0 (slot 0), in chunks of queries."""
@@ -323,22 +349,25 @@ class _Group:
 
     def step(self, t, shared: _Shared) -> Dict[PropagationParams, torch.Tensor]:
         rule, n = self.switches, self.longest
-        slots = context_frames(rule.context, t, self.video_len)
-        hw = shared.values[self.radius].shape[1]
-        windowed = slots if rule.first_frame_masked else slots[1:]
-        device = shared.values[self.radius].device
-        rows = torch.tensor([shared.sources[f] for f in windowed], device=device)
-        offsets = torch.tensor([self.slot(f) * hw for f in windowed], device=device)
-        slot_values = shared.values[self.radius][rows, :, :n]             # (S, hw, n)
-        slot_index = shared.index[self.radius][rows, :, :n] + offsets[:, None, None]
-        # the slots in context order (frame 0 first, then the others oldest first), each list in tie-rule
-        # order: merge_topk then breaks ties by (slot, position) as the tie rule says
-        value_lists = slot_values.permute(1, 0, 2).reshape(hw, len(windowed) * n)
-        index_lists = slot_index.permute(1, 0, 2).reshape(hw, len(windowed) * n)
+        values_all, index_all = shared.values[self.radius], shared.index[self.radius]
+        hw = values_all.shape[1]
+        start = suffix_start(rule.context, rule.first_frame_masked, t, shared.largest_len, self.video_len)
+        value_lists, index_lists = [], []
         if not rule.first_frame_masked:                                    # frame 0's unrestricted slot
-            value_lists = torch.cat([shared.first_values[:, :n], value_lists], 1)
-            index_lists = torch.cat([shared.first_index[:, :n], index_lists], 1)   # frame 0: slot 0
-        values, label_index = kernels.merge_topk(value_lists, index_lists, n)
+            value_lists.append(shared.first_values[:, :n])
+            index_lists.append(shared.first_index[:, :n])                 # frame 0: label slot 0
+        # the bands in context order, each list in tie-rule order: merge_topk then breaks ties by
+        # (slot, position) as the tie rule says; a repeated frame's list comes once per slot it fills
+        for band in bands_in_context(shared.bands, start, rule.first_frame_masked):
+            band_index = index_all[band.row, :, :n]
+            if len(band.frames) == 1:
+                labels = band_index + self.slot(band.frames[0]) * hw
+            else:
+                offsets = torch.tensor([self.slot(f) * hw for f in band.frames], device=band_index.device)
+                labels = offsets[torch.div(band_index, hw, rounding_mode="floor")] + band_index % hw
+            value_lists += [values_all[band.row, :, :n]] * band.copies
+            index_lists += [labels] * band.copies
+        values, label_index = kernels.merge_topk(torch.cat(value_lists, 1), torch.cat(index_lists, 1), n)
         banks = self.bank.reshape(len(self.settings), -1, self.bank.shape[-1])  # (settings, slots * hw, K)
         preds = {}
         mixed_all = []
@@ -378,8 +407,8 @@ def iter_propagate(frames_feats, first_mask_ids: np.ndarray, settings: Sequence[
     L2-normalised features (float16 or float32; computed in float32 unless `precision` says otherwise).
     first_mask_ids: frame 0's ids; resized with PIL NEAREST to out_hw if its size differs. Frame 0's
     output is the protocol's first_output of that annotation (the annotation itself for most). Work shared between settings: each (target, source frame)
-    affinity computed once for the largest radius and context length; per-source-frame top-kmax lists
-    per radius; every setting derived from them (propagation-spec.md section 13). tile_hw / block (query
+    affinity computed once for the largest radius and context length; top-kmax lists per radius and band
+    of consecutive source frames (`context_bands`); every setting derived from them (propagation-spec.md section 13). tile_hw / block (query
     tile shape, targets per block) default to the device's choice; they change speed, never the masks.
     protocol: a registered protocol (name or lpcache.protocols.Protocol): its switches (context, window,
     frame-0 restriction, weighting), label initialisation and decoding; each protocol's `reference` is the
@@ -419,12 +448,9 @@ def iter_propagate(frames_feats, first_mask_ids: np.ndarray, settings: Sequence[
     decoder = _DeviceDecoder(rule.decode_batch, len(settings)) if on_device else None
     previous_tf32 = _set_tf32(precision == "tf32", device)
     try:
-        merges = {}
-        for group in groups:
-            merges.setdefault(float(group.radius), []).append((group.video_len, group.longest))
         affinity = _Affinity(grid_hw, channels, [p.radius for p in settings], max(candidates.values()), max_len,
                              device, precision, tile_hw, block, switches.window, switches.first_frame_masked,
-                             switches.context, merges)
+                             switches.context, [p.video_len for p in settings])
         reader = _ReadAhead(frames_feats)
         count, frames = reader.count, iter(reader)
         bar = tqdm(total=count, desc="frames", unit="fr", disable=not progress, leave=False)

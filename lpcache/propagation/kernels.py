@@ -61,6 +61,17 @@ class Tile:
     query_index: torch.Tensor       # (M,) flat positions of the queries, row-major
     key_index: torch.Tensor         # (N,) flat positions of the window's keys, row-major
     outside: Dict[float, torch.Tensor]  # radius -> (M, N) bool: True where the key is out of that radius
+    windows: Dict[float, "SubWindow"] = dataclasses.field(default_factory=dict)  # radius -> its part of the window
+
+
+@dataclasses.dataclass
+class SubWindow:
+    """The rectangle of a tile's key window that a radius can reach (all of it for the largest radius)."""
+
+    rows: slice                     # key-window rows (local)
+    cols: slice                     # key-window columns (local)
+    outside: torch.Tensor           # (M, N') bool over the rectangle's keys, row-major
+    key_index: torch.Tensor         # (N',) flat positions of the rectangle's keys, row-major
 
 
 @dataclasses.dataclass
@@ -98,9 +109,22 @@ def plan_tiles(grid_hw, radii: Sequence[float], tile_hw=None, device="cpu", wind
             qy, qx, ky, kx = (v.reshape(-1) for v in (qy, qx, ky, kx))
             dy, dx = qy[:, None] - ky[None, :], qx[:, None] - kx[None, :]
             outside = {radius: outside_window(dy, dx, radius, window).to(device) for radius in radii}
-            tiles.append(Tile((y0, y1), (x0, x1), (ky0, ky1), block,
-                              (qy * width + qx).to(device), (ky * width + kx).to(device), outside))
+            tile = Tile((y0, y1), (x0, x1), (ky0, ky1), block, (qy * width + qx).to(device),
+                        (ky * width + kx).to(device), outside)
+            for radius in radii:
+                tile.windows[radius] = _sub_window(tile, kx0, kx1, grid_hw, reach(radius, window), radius)
+            tiles.append(tile)
     return TilePlan((height, width), radii, window, blocks, tiles)
+
+
+def _sub_window(tile: Tile, kx0, kx1, grid_hw, half, radius) -> SubWindow:
+    """The part of the tile's key window within `half` rows / columns of its queries."""
+    (y0, y1), (x0, x1), (ky0, ky1) = tile.rows, tile.cols, tile.key_rows
+    rows = slice(max(0, y0 - half) - ky0, min(grid_hw[0], y1 + half) - ky0)
+    cols = slice(max(0, x0 - half) - kx0, min(grid_hw[1], x1 + half) - kx0)
+    shape = (ky1 - ky0, kx1 - kx0)
+    outside = tile.outside[radius].view(-1, *shape)[:, rows, cols].reshape(len(tile.query_index), -1)
+    return SubWindow(rows, cols, outside, tile.key_index.view(shape)[rows, cols].reshape(-1))
 
 
 # Cost model per device type: float32 GEMM rate (GFLOP/s), ns per computed product for the mask and top-k
@@ -234,31 +258,24 @@ def _at_least(matrix: torch.Tensor, dim: int, size: int = MIN_PRODUCT) -> torch.
     return torch.cat([matrix, matrix.new_zeros(shape)], dim=dim)
 
 
-def window_scores(queries: torch.Tensor, keys: torch.Tensor, outside: torch.Tensor) -> torch.Tensor:
-    """Scores (n, B*M, N) of B stacked query tiles (B*M, C) against n key windows (n, N, C); -inf where the
-    (M, N) mask `outside` is True. A plain batched product and an in-place fill: faster than adding a bias
-    inside the product, which first copies the bias into every output matrix."""
-    scores = products(queries, keys.transpose(1, 2))
-    mask_outside(scores, outside)
+def window_scores(queries: torch.Tensor, segments: Sequence[torch.Tensor], outside: torch.Tensor) -> torch.Tensor:
+    """Scores (B*M, n, N) float32 of B stacked query tiles (B*M, C) against the key windows of n frames, given
+    as segments (n_i, N, C) that follow each other: per query, the frames side by side, so consecutive frames
+    are one row of n_i * N scores (a view). -inf where the (M, N) mask `outside` is True. Each segment is one
+    batched product written in place; products too small for that (or not float32) go through `products`."""
+    rows, keys = queries.shape[0], segments[0].shape[1]
+    count = sum(segment.shape[0] for segment in segments)
+    scores = torch.empty((rows, count, keys), device=queries.device)
+    at = 0
+    for segment in segments:
+        part = scores[:, at:at + segment.shape[0]].permute(1, 0, 2)        # (n_i, B*M, N) view
+        if min(rows, keys) >= MIN_PRODUCT and queries.dtype == torch.float32:
+            torch.bmm(queries.expand(segment.shape[0], *queries.shape), segment.transpose(1, 2), out=part)
+        else:
+            part.copy_(products(queries, segment.transpose(1, 2)))
+        at += segment.shape[0]
+    scores.view(rows // outside.shape[0], outside.shape[0], count, keys).masked_fill_(outside[:, None], NEG_INF)
     return scores
-
-
-def mask_outside(scores: torch.Tensor, outside: torch.Tensor) -> None:
-    """Set scores (n, B*M, N) to -inf in place where the per-tile mask (M, N) is True, for each of the B."""
-    count, rows, keys = scores.shape
-    scores.view(count, rows // outside.shape[0], *outside.shape).masked_fill_(outside, NEG_INF)
-
-
-def keep_in_order(values: torch.Tensor, index: torch.Tensor, keep: torch.Tensor):
-    """The entries of each row (last dim) where `keep` is True, moved to the front in their order; the rest
-    -inf / 0. Returns (values, index, kept count per row)."""
-    count = keep.sum(-1)
-    column = torch.where(keep, keep.cumsum(-1) - 1, keep.shape[-1])
-    shape = list(values.shape)
-    shape[-1] += 1
-    kept_values = values.new_full(shape, NEG_INF).scatter_(-1, column, values)
-    kept_index = index.new_zeros(shape).scatter_(-1, column, index)
-    return kept_values[..., :-1], kept_index[..., :-1], count
 
 
 def merge_topk(value_lists: torch.Tensor, label_index: torch.Tensor, k: int):
