@@ -174,8 +174,7 @@ class _Shared:
     """One target's candidate lists shared by all settings: frame 0's unrestricted list, and per radius the
     top-kmax list of each band of its context (the block's list tensors, its bands' rows)."""
 
-    def __init__(self, target, first_values, first_index, bands, values, index, largest_len):
-        self.target = target
+    def __init__(self, first_values, first_index, bands, values, index, largest_len):
         self.largest_len = largest_len     # the video_len whose context the bands cut
         self.first_values = first_values   # (hw, kmax) unrestricted frame-0 scores
         self.first_index = first_index     # (hw, kmax) positions in frame 0
@@ -307,7 +306,7 @@ class _Affinity:
                                                             * self.hw + window.key_index[columns % keys_in])
         for radius in self.plan.radii:   # equal values by (slot, position)
             kernels.order_ties(values[radius], index[radius])
-        return [_Shared(t + j, first_values_j, first_index_j, bands[j], values, index, self.lengths[-1])
+        return [_Shared(first_values_j, first_index_j, bands[j], values, index, self.lengths[-1])
                 for j, (first_values_j, first_index_j) in enumerate(zip(first_values.split(self.hw),
                                                                           first_index.split(self.hw)))]
 
