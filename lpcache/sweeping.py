@@ -31,7 +31,6 @@ run folder's sequence lock.
 """
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -489,17 +488,11 @@ def _score_frame(masks, scores, column, gt, task):
     if any(hasattr(masks[p], "cpu") for p in scores):
         return _score_frame_on_device(masks, scores, column, gt, task)
     prepared = metrics.prepare_gt_frame(gt.frames[column], gt.n_objects)
-    memo = {}
-    for params, (j, f) in scores.items():
-        ids = masks[params]
-        key = hashlib.blake2b(memoryview(np.ascontiguousarray(ids)).cast("B"), digest_size=16).digest()
-        if key not in memo:
-            try:
-                memo[key] = metrics.frame_scores_prepared(ids, prepared)
-            except ValueError as exc:
-                raise InputError(f"{task.cache_path}: {task.sequence.name} frame {gt.frame_ids[column]}: "
-                                 f"{exc}") from None
-        j[:, column], f[:, column] = memo[key]
+    for params, (j, f) in scores.items():       # no memo of equal masks: hashing a mask costs more than scoring it
+        try:
+            j[:, column], f[:, column] = metrics.frame_scores_prepared(masks[params], prepared)
+        except ValueError as exc:
+            raise InputError(f"{task.cache_path}: {task.sequence.name} frame {gt.frame_ids[column]}: {exc}") from None
 
 
 def _score_frame_on_device(masks, scores, column, gt, task):

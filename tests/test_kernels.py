@@ -36,8 +36,8 @@ def test_plan_covers_every_query_once_with_every_in_radius_key(grid, radii, tile
                 assert got == want
 
 
-def test_window_scores_equal_dense_products_masked_outside_the_radius():
-    """Scores come per query with the frames side by side, whatever runs of frames they are given in."""
+def test_window_scores_equal_dense_products():
+    """Raw scores come per query with the frames side by side, whatever runs of frames they are given in."""
     torch.manual_seed(0)
     plan = kernels.plan_tiles((6, 8), [2.5], (3, 4))
     frames = torch.randn(4, 6, 8, 5)
@@ -47,12 +47,40 @@ def test_window_scores_equal_dense_products_masked_outside_the_radius():
         queries = frames[0, y0:y1, x0:x1].reshape(-1, 5)
         keys = frames[1:, ky0:ky1, kx0:kx1].reshape(3, -1, 5)
         want = torch.stack([torch.einsum("mc,nc->mn", queries, frames[f].reshape(-1, 5))[:, t.key_index]
-                            .masked_fill(t.outside[2.5], float("-inf")) for f in (1, 2, 3)], 1)
+                            for f in (1, 2, 3)], 1)
         for segments in ([keys], [keys[:1], keys[1:]], [keys[:1], keys[1:2], keys[2:]]):
-            got = kernels.window_scores(queries, segments, t.outside[2.5])
+            got = kernels.window_scores(queries, segments)
             torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
-        stacked = kernels.window_scores(torch.cat([queries, 2 * queries]), [keys], t.outside[2.5])   # a block of 2
+        stacked = kernels.window_scores(torch.cat([queries, 2 * queries]), [keys])   # a block of 2
         torch.testing.assert_close(stacked, torch.cat([want, 2 * want]), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("levels", [3, 50, None])
+def test_band_topk_equals_topk_of_the_masked_band(levels):
+    """Whole bands or sub-window views, ties (few levels) and short windows: the same values, and the same
+    columns for every finite value once ties inside the list are put in index order."""
+    generator = torch.Generator().manual_seed(levels or 7)
+    for trial in range(150):
+        rows, frames, height, width, k = (int(torch.randint(low, high, (), generator=generator))
+                                          for low, high in ((1, 12), (1, 6), (1, 7), (1, 7), (1, 12)))
+        shape = (rows, frames, height + 2, width + 3)
+        full = (torch.randint(0, levels, shape, generator=generator).float() if levels
+                else torch.randn(shape, generator=generator))
+        band = full[:, :, 1:1 + height, 2:2 + width]                   # a strided sub-window view
+        outside = torch.rand(rows, height * width, generator=generator) < 0.4
+        masked = band.masked_fill(outside.view(rows, 1, height, width), float("-inf")).reshape(rows, -1)
+        want_values, want_index = kernels.topk_ordered(masked, k)
+        finite = want_values > float("-inf")
+        for view in (band, band.contiguous().view(rows, frames, -1)):
+            bias = torch.zeros(outside.shape).masked_fill_(outside, float("-inf"))
+            values, index = kernels.order_ties(*kernels.band_topk(view, bias, k))
+            assert torch.equal(values, want_values)
+            assert torch.equal(index[finite], want_index[finite])
+            assert int(index.max()) < frames * height * width
+        peaks = kernels.band_peaks(full).view(rows, height + 2, width + 3)[:, 1:1 + height, 2:2 + width]
+        peaks = peaks.reshape(rows, -1)                                  # a larger band's part
+        values, index = kernels.order_ties(*kernels.band_topk(band, bias, k, peaks))
+        assert torch.equal(values, want_values) and torch.equal(index[finite], want_index[finite])
 
 
 def test_sub_windows_hold_every_key_of_their_radius():

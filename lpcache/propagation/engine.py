@@ -38,7 +38,6 @@ from ..devices import resolve_device, resolve_precision  # noqa: F401 (resolve_d
 from ..errors import InputError
 from . import kernels
 from ..protocols.base import KEEPS_TIES, context_frames
-from .kernels import NEG_INF
 from .labels import downsample_onehot, label_ids, upsample_argmax  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
@@ -289,17 +288,19 @@ class _Affinity:
             queries = queries_all[:, y0:y1, x0:x1].reshape(count * (y1 - y0) * (x1 - x0), -1)
             store = self.store[tile.block]
             segments = [store[first:stop, ky0:ky1].reshape(stop - first, -1, store.shape[-1]) for first, stop in runs]
-            scores = kernels.window_scores(queries, segments, tile.outside[self.plan.radii[0]])   # (B'*M, n, N)
+            scores = kernels.window_scores(queries, segments)                       # (B'*M, n, N) raw
             queries_n = len(tile.query_index)
-            for radius in self.plan.radii:
-                window = tile.windows[radius]
-                for row, (target, first, stop) in enumerate(lists):
-                    # the band's frames side by side in slot order: columns in (slot, position) order
-                    band = scores[target * queries_n:(target + 1) * queries_n, first:stop]    # (M, frames, N)
-                    if radius != self.plan.radii[0]:      # a copy of the smaller radius's rectangle, masked
-                        band = band.view(queries_n, stop - first, ky1 - ky0, -1)[:, :, window.rows, window.cols]
-                        band = band.masked_fill(window.outside.view(queries_n, 1, *band.shape[2:]), NEG_INF)
-                    tile_values, columns = kernels.topk_ordered(band.reshape(queries_n, -1), self.kmax, order=False)
+            for row, (target, first, stop) in enumerate(lists):
+                # the band's frames side by side in slot order: columns in (slot, position) order
+                whole = scores[target * queries_n:(target + 1) * queries_n, first:stop]       # (M, frames, N)
+                peaks = kernels.band_peaks(whole).view(queries_n, ky1 - ky0, -1) if stop - first > 1 else None
+                for radius in self.plan.radii:
+                    window, band, part = tile.windows[radius], whole, peaks
+                    if radius != self.plan.radii[0]:      # the smaller radius's rectangle of the window (views)
+                        band = whole.view(queries_n, stop - first, ky1 - ky0, -1)[:, :, window.rows, window.cols]
+                        part = None if peaks is None else peaks[:, window.rows, window.cols]
+                    part = None if part is None else part.reshape(queries_n, -1)
+                    tile_values, columns = kernels.band_topk(band, window.bias, self.kmax, part)
                     keys_in = len(window.key_index)
                     values[radius][row, tile.query_index] = tile_values
                     index[radius][row, tile.query_index] = (torch.div(columns, keys_in, rounding_mode="floor")
@@ -311,12 +312,17 @@ class _Affinity:
                                                                           first_index.split(self.hw)))]
 
     def _first_lists(self, queries, chunk=1024):
-        """Unrestricted top-kmax of every query against frame 0 (slot 0), in chunks of queries."""
+        """Unrestricted top-kmax of every query against frame 0 (slot 0), in chunks of queries: `band_topk`
+        with the grid's rows as the band (chunks: grid columns), so its columns are the positions."""
         values = torch.empty((queries.shape[0], self.kmax), device=self.device)
         index = torch.empty((queries.shape[0], self.kmax), dtype=torch.long, device=self.device)
+        height, width = self.grid_hw
+        keep_all = torch.zeros((1, width), device=self.device)
         for start in range(0, queries.shape[0], chunk):
             scores = kernels.products(queries[start:start + chunk], self.first_t).float()
-            values[start:start + chunk], index[start:start + chunk] = kernels.topk_ordered(scores, self.kmax)
+            rows = scores.shape[0]
+            found = kernels.band_topk(scores.view(rows, height, width), keep_all.expand(rows, width), self.kmax)
+            values[start:start + chunk], index[start:start + chunk] = kernels.order_ties(*found)
         return values, index
 
 

@@ -72,6 +72,11 @@ class SubWindow:
     cols: slice                     # key-window columns (local)
     outside: torch.Tensor           # (M, N') bool over the rectangle's keys, row-major
     key_index: torch.Tensor         # (N',) flat positions of the rectangle's keys, row-major
+    bias: torch.Tensor = None       # (M, N') float32: -inf where outside, else 0 (adding it masks; fast)
+
+    def __post_init__(self):
+        if self.bias is None:
+            self.bias = torch.zeros(self.outside.shape, device=self.outside.device).masked_fill_(self.outside, NEG_INF)
 
 
 @dataclasses.dataclass
@@ -208,6 +213,47 @@ def topk_ordered(scores: torch.Tensor, k: int, order: bool = True):
     return order_ties(values, index) if order else (values, index)
 
 
+def band_peaks(band: torch.Tensor) -> torch.Tensor:
+    """The largest score of each window position over a band's frames: band (M, F, *window) -> (M, N)."""
+    return band.amax(dim=1).reshape(band.shape[0], -1)
+
+
+def band_topk(band: torch.Tensor, bias: torch.Tensor, k: int, peaks: torch.Tensor = None):
+    """`topk_ordered(scores, k, order=False)` of a band of F frames' windows side by side, without masking
+    or reading most of them twice: band (M, F, *window) of raw scores (any strides), bias (M, N) over the
+    window's N positions (-inf: excluded, 0: kept; `SubWindow.bias`); columns are frame * N + position.
+    `peaks`: the band's `band_peaks` when already known (a smaller radius's part of a larger one's).
+
+    Chunks of one position over the F frames: the top k+1 elements lie in the k+1 chunks with the largest
+    maxima (any other element is <= the (k+1)-th chunk maximum <= the (k+1)-th value), so their values, and
+    the top-k set wherever the k-th and (k+1)-th values differ, come from those chunks alone. Rows with a tie
+    across the cut are redone on the whole masked row (`topk_ordered`), so the result is the same.
+    """
+    rows, frames, keys = band.shape[0], band.shape[1], bias.shape[-1]
+    bias_shape = (rows, 1) + tuple(band.shape[2:])
+    if frames == 1 or keys <= k + 1:
+        return topk_ordered((band + bias.view(bias_shape)).reshape(rows, -1), k, order=False)
+    peaks = (band_peaks(band) if peaks is None else peaks) + bias                     # (M, N)
+    _, positions = torch.topk(peaks, k + 1, dim=-1)                                   # (M, k+1)
+    if band.dim() == 3:                                                               # (M, F, N)
+        picked = torch.gather(band, 2, positions[:, None, :].expand(rows, frames, k + 1))     # (M, F, k+1)
+    else:                                                                             # (M, F, h, w)
+        width = band.shape[-1]
+        picked = band[torch.arange(rows, device=band.device)[:, None], :, positions // width,
+                      positions % width].transpose(1, 2)                              # (M, F, k+1)
+    picked = picked + torch.gather(bias, 1, positions)[:, None, :]                  # chunks out of the window
+    columns = torch.arange(frames, device=band.device)[None, :, None] * keys + positions[:, None, :]
+    values, chosen = torch.topk(picked.reshape(rows, -1), k + 1, dim=-1)
+    index = torch.gather(columns.reshape(rows, -1), 1, chosen)
+    cut = (values[:, k - 1] == values[:, k]) & (values[:, k] > NEG_INF)
+    values, index = values[:, :k], index[:, :k]
+    if bool(cut.any()):
+        tied = cut.nonzero(as_tuple=True)[0]
+        whole = band[tied] + bias[tied].view((len(tied),) + bias_shape[1:])
+        values[tied], index[tied] = topk_ordered(whole.reshape(len(tied), -1), k, order=False)
+    return values, index
+
+
 def order_ties(values: torch.Tensor, index: torch.Tensor, *carried: torch.Tensor):
     """Rows of (values, index) sorted by value descending (as they come), equal finite values by index;
     tensors of the same shape in `carried` are permuted along with them. Only rows holding ties are
@@ -258,11 +304,12 @@ def _at_least(matrix: torch.Tensor, dim: int, size: int = MIN_PRODUCT) -> torch.
     return torch.cat([matrix, matrix.new_zeros(shape)], dim=dim)
 
 
-def window_scores(queries: torch.Tensor, segments: Sequence[torch.Tensor], outside: torch.Tensor) -> torch.Tensor:
-    """Scores (B*M, n, N) float32 of B stacked query tiles (B*M, C) against the key windows of n frames, given
-    as segments (n_i, N, C) that follow each other: per query, the frames side by side, so consecutive frames
-    are one row of n_i * N scores (a view). -inf where the (M, N) mask `outside` is True. Each segment is one
-    batched product written in place; products too small for that (or not float32) go through `products`."""
+def window_scores(queries: torch.Tensor, segments: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Raw scores (B*M, n, N) float32 of B stacked query tiles (B*M, C) against the key windows of n frames,
+    given as segments (n_i, N, C) that follow each other: per query, the frames side by side, so consecutive
+    frames are one row of n_i * N scores (a view). Nothing is masked: `band_topk` leaves out the keys beyond
+    a radius. Each segment is one batched product written in place; products too small for that (or not
+    float32) go through `products`."""
     rows, keys = queries.shape[0], segments[0].shape[1]
     count = sum(segment.shape[0] for segment in segments)
     scores = torch.empty((rows, count, keys), device=queries.device)
@@ -274,7 +321,6 @@ def window_scores(queries: torch.Tensor, segments: Sequence[torch.Tensor], outsi
         else:
             part.copy_(products(queries, segment.transpose(1, 2)))
         at += segment.shape[0]
-    scores.view(rows // outside.shape[0], outside.shape[0], count, keys).masked_fill_(outside[:, None], NEG_INF)
     return scores
 
 
@@ -301,7 +347,9 @@ def mix_weighted(weights: torch.Tensor, label_index: torch.Tensor, labels: torch
     The n terms are added one by one in the order of the kept candidates (first to last), so the sum is
     the same bits whatever the vector width, the batch or k_max of the run.
     """
-    picked = labels[label_index] if labels.dim() == 2 else labels[:, label_index]   # (..., hw, n, K)
+    rows = label_index.reshape(-1)                                                   # index_select: fastest gather
+    picked = (labels.index_select(0, rows) if labels.dim() == 2 else labels.index_select(1, rows)
+              ).view(*labels.shape[:-2], *label_index.shape, labels.shape[-1])       # (..., hw, n, K)
     terms = weights[..., None] * picked
     mixed = terms[..., 0, :]
     for column in range(1, terms.shape[-2]):

@@ -69,8 +69,10 @@ def argmax_ids(values: np.ndarray, names: np.ndarray) -> np.ndarray:
     that is strictly greater than the best so far writes its name (fast for few channels)."""
     names = np.asarray(names, dtype=np.uint8)
     if values.shape[-1] == 2:     # one object: one comparison, 0/1 scaled to the names (uint8, modulo 256)
-        step = np.uint8((int(names[1]) - int(names[0])) % 256)
-        return (values[..., 1] > values[..., 0]).view(np.uint8) * step + names[0]
+        above = (values[..., 1] > values[..., 0]).view(np.uint8)
+        if names[0] == 0 and names[1] == 1:
+            return above
+        return above * np.uint8((int(names[1]) - int(names[0])) % 256) + names[0]
     best = values[..., 0].copy()
     out = np.full(best.shape, names[0], dtype=np.uint8)
     for channel in range(1, values.shape[-1]):
