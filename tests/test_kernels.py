@@ -56,31 +56,36 @@ def test_window_scores_equal_dense_products():
 
 
 @pytest.mark.parametrize("levels", [3, 50, None])
-def test_band_topk_equals_topk_of_the_masked_band(levels):
-    """Whole bands or sub-window views, ties (few levels) and short windows: the same values, and the same
+def test_bands_topk_equals_topk_of_each_masked_band(levels):
+    """Several bands of one score tensor at once, restricted to a rectangle of the window, with ties (few
+    levels) and short windows: per band, the same values as `topk_ordered` of the masked band, and the same
     columns for every finite value once ties inside the list are put in index order."""
     generator = torch.Generator().manual_seed(levels or 7)
     for trial in range(150):
         rows, frames, height, width, k = (int(torch.randint(low, high, (), generator=generator))
                                           for low, high in ((1, 12), (1, 6), (1, 7), (1, 7), (1, 12)))
-        shape = (rows, frames, height + 2, width + 3)
-        full = (torch.randint(0, levels, shape, generator=generator).float() if levels
-                else torch.randn(shape, generator=generator))
-        band = full[:, :, 1:1 + height, 2:2 + width]                   # a strided sub-window view
+        shape = (2 * rows, frames + 2, (height + 2) * (width + 3))
+        scores = (torch.randint(0, levels, shape, generator=generator).float() if levels
+                  else torch.randn(shape, generator=generator))
+        window_hw, rectangle = (height + 2, width + 3), (slice(1, 1 + height), slice(2, 2 + width))
+        if trial % 2:                                                   # the whole key window
+            (height, width), rectangle = window_hw, (slice(0, window_hw[0]), slice(0, window_hw[1]))
+        positions = torch.arange(shape[-1]).view(window_hw)[rectangle].reshape(-1)
         outside = torch.rand(rows, height * width, generator=generator) < 0.4
-        masked = band.masked_fill(outside.view(rows, 1, height, width), float("-inf")).reshape(rows, -1)
-        want_values, want_index = kernels.topk_ordered(masked, k)
-        finite = want_values > float("-inf")
-        for view in (band, band.contiguous().view(rows, frames, -1)):
-            bias = torch.zeros(outside.shape).masked_fill_(outside, float("-inf"))
-            values, index = kernels.order_ties(*kernels.band_topk(view, bias, k))
-            assert torch.equal(values, want_values)
-            assert torch.equal(index[finite], want_index[finite])
-            assert int(index.max()) < frames * height * width
-        peaks = kernels.band_peaks(full).view(rows, height + 2, width + 3)[:, 1:1 + height, 2:2 + width]
-        peaks = peaks.reshape(rows, -1)                                  # a larger band's part
-        values, index = kernels.order_ties(*kernels.band_topk(band, bias, k, peaks))
-        assert torch.equal(values, want_values) and torch.equal(index[finite], want_index[finite])
+        window = kernels.SubWindow(*rectangle, outside, positions, positions)
+        bias = window.bias
+        starts = [(0, 2), (rows, 0), (rows, 1)]
+        peaks = torch.stack([scores[at:at + rows, first:first + frames].amax(1) for at, first in starts])
+        for given in (None, peaks[:, :, positions]):
+            values, index = kernels.bands_topk(scores, starts, frames, window, window_hw, k, given)
+            for band, (at, first) in enumerate(starts):
+                masked = (scores[at:at + rows, first:first + frames][:, :, positions] + bias[:, None]).reshape(rows, -1)
+                want_values, want_index = kernels.topk_ordered(masked, k)
+                got_values, got_index = kernels.order_ties(values[band].clone(), index[band].clone())
+                finite = want_values > float("-inf")
+                assert torch.equal(got_values, want_values)
+                assert torch.equal(got_index[finite], want_index[finite])
+                assert int(got_index.max()) < frames * height * width
 
 
 def test_sub_windows_hold_every_key_of_their_radius():

@@ -290,21 +290,27 @@ class _Affinity:
             segments = [store[first:stop, ky0:ky1].reshape(stop - first, -1, store.shape[-1]) for first, stop in runs]
             scores = kernels.window_scores(queries, segments)                       # (B'*M, n, N) raw
             queries_n = len(tile.query_index)
+            by_length = {}                # list rows by frame count: one batched top-k per count and radius
             for row, (target, first, stop) in enumerate(lists):
-                # the band's frames side by side in slot order: columns in (slot, position) order
-                whole = scores[target * queries_n:(target + 1) * queries_n, first:stop]       # (M, frames, N)
-                peaks = kernels.band_peaks(whole).view(queries_n, ky1 - ky0, -1) if stop - first > 1 else None
+                by_length.setdefault(stop - first, []).append(row)
+            for frames, rows in by_length.items():
+                starts = [(lists[row][0] * queries_n, lists[row][1]) for row in rows]
+                peaks = None                  # each position's largest score over a band's frames
+                if frames > 1:
+                    peaks = torch.stack([scores[at:at + queries_n, first:first + frames].amax(1)
+                                         for at, first in starts])                           # (L, M, N)
+                row_index = torch.tensor(rows, device=self.device)[:, None]
                 for radius in self.plan.radii:
-                    window, band, part = tile.windows[radius], whole, peaks
-                    if radius != self.plan.radii[0]:      # the smaller radius's rectangle of the window (views)
-                        band = whole.view(queries_n, stop - first, ky1 - ky0, -1)[:, :, window.rows, window.cols]
-                        part = None if peaks is None else peaks[:, window.rows, window.cols]
-                    part = None if part is None else part.reshape(queries_n, -1)
-                    tile_values, columns = kernels.band_topk(band, window.bias, self.kmax, part)
+                    window = tile.windows[radius]
+                    part = None
+                    if peaks is not None:     # a smaller radius reads its rectangle of the larger one's maxima
+                        part = peaks if radius == self.plan.radii[0] else peaks[:, :, window.positions]
+                    tile_values, columns = kernels.bands_topk(scores, starts, frames, window,
+                                                              (ky1 - ky0, store.shape[2]), self.kmax, part)
                     keys_in = len(window.key_index)
-                    values[radius][row, tile.query_index] = tile_values
-                    index[radius][row, tile.query_index] = (torch.div(columns, keys_in, rounding_mode="floor")
-                                                            * self.hw + window.key_index[columns % keys_in])
+                    values[radius][row_index, tile.query_index] = tile_values
+                    index[radius][row_index, tile.query_index] = (torch.div(columns, keys_in, rounding_mode="floor")
+                                                                  * self.hw + window.key_index[columns % keys_in])
         for radius in self.plan.radii:   # equal values by (slot, position)
             kernels.order_ties(values[radius], index[radius])
         return [_Shared(first_values_j, first_index_j, bands[j], values, index, self.lengths[-1])
@@ -312,17 +318,20 @@ class _Affinity:
                                                                           first_index.split(self.hw)))]
 
     def _first_lists(self, queries, chunk=1024):
-        """Unrestricted top-kmax of every query against frame 0 (slot 0), in chunks of queries: `band_topk`
+        """Unrestricted top-kmax of every query against frame 0 (slot 0), in chunks of queries: `bands_topk`
         with the grid's rows as the band (chunks: grid columns), so its columns are the positions."""
         values = torch.empty((queries.shape[0], self.kmax), device=self.device)
         index = torch.empty((queries.shape[0], self.kmax), dtype=torch.long, device=self.device)
         height, width = self.grid_hw
-        keep_all = torch.zeros((1, width), device=self.device)
+        columns = torch.arange(width, device=self.device)
         for start in range(0, queries.shape[0], chunk):
             scores = kernels.products(queries[start:start + chunk], self.first_t).float()
             rows = scores.shape[0]
-            found = kernels.band_topk(scores.view(rows, height, width), keep_all.expand(rows, width), self.kmax)
-            values[start:start + chunk], index[start:start + chunk] = kernels.order_ties(*found)
+            keep_all = torch.zeros((rows, width), dtype=torch.bool, device=self.device)
+            row = kernels.SubWindow(slice(0, 1), slice(0, width), keep_all, columns, columns)   # a grid row
+            found = kernels.bands_topk(scores.view(rows, height, width), [(0, 0)], height, row, (1, width),
+                                       self.kmax)
+            values[start:start + chunk], index[start:start + chunk] = kernels.order_ties(found[0][0], found[1][0])
         return values, index
 
 

@@ -72,7 +72,13 @@ class SubWindow:
     cols: slice                     # key-window columns (local)
     outside: torch.Tensor           # (M, N') bool over the rectangle's keys, row-major
     key_index: torch.Tensor         # (N',) flat positions of the rectangle's keys, row-major
+    positions: torch.Tensor = None  # (N',) the rectangle's keys as positions in the tile's key window
     bias: torch.Tensor = None       # (M, N') float32: -inf where outside, else 0 (adding it masks; fast)
+
+    @property
+    def rectangle_hw(self) -> Tuple[int, int]:
+        """The rectangle's (rows, columns)."""
+        return self.rows.stop - self.rows.start, self.cols.stop - self.cols.start
 
     def __post_init__(self):
         if self.bias is None:
@@ -129,7 +135,8 @@ def _sub_window(tile: Tile, kx0, kx1, grid_hw, half, radius) -> SubWindow:
     cols = slice(max(0, x0 - half) - kx0, min(grid_hw[1], x1 + half) - kx0)
     shape = (ky1 - ky0, kx1 - kx0)
     outside = tile.outside[radius].view(-1, *shape)[:, rows, cols].reshape(len(tile.query_index), -1)
-    return SubWindow(rows, cols, outside, tile.key_index.view(shape)[rows, cols].reshape(-1))
+    positions = torch.arange(shape[0] * shape[1], device=outside.device).view(shape)[rows, cols].reshape(-1)
+    return SubWindow(rows, cols, outside, tile.key_index.view(shape)[rows, cols].reshape(-1), positions)
 
 
 # Cost model per device type: float32 GEMM rate (GFLOP/s), ns per computed product for the mask and top-k
@@ -213,44 +220,59 @@ def topk_ordered(scores: torch.Tensor, k: int, order: bool = True):
     return order_ties(values, index) if order else (values, index)
 
 
-def band_peaks(band: torch.Tensor) -> torch.Tensor:
-    """The largest score of each window position over a band's frames: band (M, F, *window) -> (M, N)."""
-    return band.amax(dim=1).reshape(band.shape[0], -1)
+def bands_topk(scores: torch.Tensor, starts: Sequence[Tuple[int, int]], frames: int, window: "SubWindow",
+               window_hw: Tuple[int, int], k: int, peaks: torch.Tensor = None):
+    """`topk_ordered(band, k, order=False)` of L bands of F frames at once, each restricted to a rectangle of
+    the key window and masked, without masking the scores or reading most of them twice.
 
-
-def band_topk(band: torch.Tensor, bias: torch.Tensor, k: int, peaks: torch.Tensor = None):
-    """`topk_ordered(scores, k, order=False)` of a band of F frames' windows side by side, without masking
-    or reading most of them twice: band (M, F, *window) of raw scores (any strides), bias (M, N) over the
-    window's N positions (-inf: excluded, 0: kept; `SubWindow.bias`); columns are frame * N + position.
-    `peaks`: the band's `band_peaks` when already known (a smaller radius's part of a larger one's).
+    scores (R, n, N) contiguous raw scores, N = the key window's window_hw positions; band l is rows
+    row_l .. row_l + M - 1, frames first_l .. first_l + F - 1 of it (starts [(row_l, first_l)]), restricted to
+    `window` (a SubWindow: its rectangle, positions and bias (M, N'), -inf where left out). `peaks` (L, M, N'):
+    each rectangle position's largest score over the band's frames when already known. Returns values,
+    columns (L, M, k); columns are frame * N' + rectangle position.
 
     Chunks of one position over the F frames: the top k+1 elements lie in the k+1 chunks with the largest
     maxima (any other element is <= the (k+1)-th chunk maximum <= the (k+1)-th value), so their values, and
     the top-k set wherever the k-th and (k+1)-th values differ, come from those chunks alone. Rows with a tie
-    across the cut are redone on the whole masked row (`topk_ordered`), so the result is the same.
+    across the cut are redone on their whole masked row (`topk_ordered`), so the result is the same.
     """
-    rows, frames, keys = band.shape[0], band.shape[1], bias.shape[-1]
-    bias_shape = (rows, 1) + tuple(band.shape[2:])
-    if frames == 1 or keys <= k + 1:
-        return topk_ordered((band + bias.view(bias_shape)).reshape(rows, -1), k, order=False)
-    peaks = (band_peaks(band) if peaks is None else peaks) + bias                     # (M, N)
-    _, positions = torch.topk(peaks, k + 1, dim=-1)                                   # (M, k+1)
-    if band.dim() == 3:                                                               # (M, F, N)
-        picked = torch.gather(band, 2, positions[:, None, :].expand(rows, frames, k + 1))     # (M, F, k+1)
-    else:                                                                             # (M, F, h, w)
-        width = band.shape[-1]
-        picked = band[torch.arange(rows, device=band.device)[:, None], :, positions // width,
-                      positions % width].transpose(1, 2)                              # (M, F, k+1)
-    picked = picked + torch.gather(bias, 1, positions)[:, None, :]                  # chunks out of the window
-    columns = torch.arange(frames, device=band.device)[None, :, None] * keys + positions[:, None, :]
-    values, chosen = torch.topk(picked.reshape(rows, -1), k + 1, dim=-1)
-    index = torch.gather(columns.reshape(rows, -1), 1, chosen)
-    cut = (values[:, k - 1] == values[:, k]) & (values[:, k] > NEG_INF)
-    values, index = values[:, :k], index[:, :k]
+    rows, keys, count = window.bias.shape[0], window.positions.shape[0], len(starts)
+
+    whole_window = keys == scores.shape[2]
+    bias_view = window.bias.view(rows, 1, *((keys,) if whole_window else window.rectangle_hw))
+
+    def band(at, first):              # (M, F, h', w') view of the raw scores ((M, F, N) for the whole window)
+        found = scores[at:at + rows, first:first + frames]
+        return found if whole_window else found.view(rows, frames, *window_hw)[:, :, window.rows, window.cols]
+
+    if frames == 1 or keys <= k + 1:                                              # whole masked rows
+        whole = torch.stack([band(at, first) + bias_view for at, first in starts]).view(count * rows, -1)
+        values, index = topk_ordered(whole, k, order=False)
+        return values.view(count, rows, -1), index.view(count, rows, -1)
+    if peaks is None:
+        peaks = torch.stack([band(at, first).amax(1).reshape(rows, keys) for at, first in starts])
+    _, chosen = torch.topk(peaks + window.bias, k + 1, dim=-1)                      # (L, M, k+1)
+    device, depth, width = scores.device, scores.shape[1], scores.shape[2]
+    if whole_window:                  # the chosen chunks of each band (gather on its view)
+        picked = torch.stack([torch.gather(band(at, first), 2, chosen[l, :, None, :].expand(rows, frames, k + 1))
+                              for l, (at, first) in enumerate(starts)])            # (L, M, F, k+1)
+    else:                             # of a rectangle: by flat cell
+        first_cells = torch.tensor([(at * depth + first) * width for at, first in starts], device=device)
+        cells = (first_cells[:, None, None, None] + (torch.arange(rows, device=device) * (depth * width))[:, None, None]
+                 + (torch.arange(frames, device=device) * width)[:, None] + window.positions[chosen][:, :, None, :])
+        picked = torch.take(scores, cells)
+    picked = picked + torch.gather(window.bias.expand(count, -1, -1), 2, chosen)[:, :, None, :]
+    columns = (torch.arange(frames, device=device)[:, None] * keys + chosen[:, :, None, :]).reshape(count, rows, -1)
+    values, best = torch.topk(picked.reshape(count, rows, -1), k + 1, dim=-1)       # (L, M, k+1)
+    index = torch.gather(columns, 2, best)
+    cut = (values[..., k - 1] == values[..., k]) & (values[..., k] > NEG_INF)
+    values, index = values[..., :k], index[..., :k]
     if bool(cut.any()):
-        tied = cut.nonzero(as_tuple=True)[0]
-        whole = band[tied] + bias[tied].view((len(tied),) + bias_shape[1:])
-        values[tied], index[tied] = topk_ordered(whole.reshape(len(tied), -1), k, order=False)
+        tied = cut.nonzero().tolist()
+        whole = torch.stack([band(*starts[l])[m] + bias_view[m] for l, m in tied]).view(len(tied), -1)
+        fixed_values, fixed_index = topk_ordered(whole, k, order=False)
+        for row, (l, m) in enumerate(tied):
+            values[l, m], index[l, m] = fixed_values[row], fixed_index[row]
     return values, index
 
 
