@@ -329,7 +329,7 @@ def _at_least(matrix: torch.Tensor, dim: int, size: int = MIN_PRODUCT) -> torch.
 def window_scores(queries: torch.Tensor, segments: Sequence[torch.Tensor]) -> torch.Tensor:
     """Raw scores (B*M, n, N) float32 of B stacked query tiles (B*M, C) against the key windows of n frames,
     given as segments (n_i, N, C) that follow each other: per query, the frames side by side, so consecutive
-    frames are one row of n_i * N scores (a view). Nothing is masked: `band_topk` leaves out the keys beyond
+    frames are one row of n_i * N scores (a view). Nothing is masked: `bands_topk` leaves out the keys beyond
     a radius. Each segment is one batched product written in place; products too small for that (or not
     float32) go through `products`."""
     rows, keys = queries.shape[0], segments[0].shape[1]
