@@ -327,8 +327,8 @@ class _Affinity:
         for start in range(0, queries.shape[0], chunk):
             scores = kernels.products(queries[start:start + chunk], self.first_t).float()
             rows = scores.shape[0]
-            keep_all = torch.zeros((rows, width), dtype=torch.bool, device=self.device)
-            row = kernels.SubWindow(slice(0, 1), slice(0, width), keep_all, columns, columns)   # a grid row
+            nothing_outside = torch.zeros((rows, width), dtype=torch.bool, device=self.device)
+            row = kernels.SubWindow(slice(0, 1), slice(0, width), nothing_outside, columns, columns)   # a grid row
             found = kernels.bands_topk(scores.view(rows, height, width), [(0, 0)], height, row, (1, width),
                                        self.kmax)
             values[start:start + chunk], index[start:start + chunk] = kernels.order_ties(found[0][0], found[1][0])

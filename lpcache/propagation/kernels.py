@@ -237,7 +237,6 @@ def bands_topk(scores: torch.Tensor, starts: Sequence[Tuple[int, int]], frames: 
     across the cut are redone on their whole masked row (`topk_ordered`), so the result is the same.
     """
     rows, keys, count = window.bias.shape[0], window.positions.shape[0], len(starts)
-
     whole_window = keys == scores.shape[2]
     bias_view = window.bias.view(rows, 1, *((keys,) if whole_window else window.rectangle_hw))
 
